@@ -1,0 +1,324 @@
+"""Service configuration: one YAML file plus ``JIRA_AUTHZ_*`` environment overrides.
+
+Every key has a default, a type and a validator; loading fails with the key path and the reason
+(``ConfigError``) so a bad deployment stops at start instead of misbehaving at request time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "JIRA_AUTHZ_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or invalid; names the key path."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"config {key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    check: str = "0.0.0.0:9191"
+    """host:port of the Envoy ext_authz gRPC service."""
+    admin: str = "127.0.0.1:9192"
+    """host:port of the admin gRPC API (never routed through Envoy)."""
+    metrics: str = "0.0.0.0:9090"
+    """host:port of the Prometheus /metrics endpoint; empty disables it."""
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "jira-authz:"
+    socket_timeout_seconds: float = 0.5
+    connect_timeout_seconds: float = 1.0
+    max_connections: int = 64
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    schemes: tuple[str, ...] = ("basic", "bearer")
+    """Accepted credential schemes: basic, bearer or both."""
+    unauthenticated: str = "pass"
+    """Requests without a token (no credentials, or a Jira password): pass or deny."""
+    path_prefixes: tuple[str, ...] = ("/rest/",)
+    context_path: str = ""
+    """Jira context path such as /jira; prefixed to every path prefix."""
+    realm: str = "Jira"
+    max_header_bytes: int = 8192
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    header: str = "contextUser"
+    """Header that tells Jira who the caller is; never trusted from the client."""
+    upstream_authorization_file: str = ""
+    """Optional file holding a service Authorization value to send to Jira instead of none."""
+
+
+@dataclass(frozen=True)
+class ClientIpConfig:
+    xff_trusted_hops: int = 0
+    """0: Envoy's downstream socket address; N: the N-th X-Forwarded-For entry from the right."""
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    max_entries: int = 100_000
+    refresh_after_seconds: float = 30.0
+    """A cached token is re-read from Redis after this long, even without an invalidation."""
+    max_stale_seconds: float = 60.0
+    """While Redis is unreachable a cached token is used at most this long after its last read."""
+    negative_ttl_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    stream: str = "jira-authz:audit"
+    max_len: int = 1_000_000
+    max_age_days: float = 0.0
+    """Trim events older than this (0: trim by length only)."""
+    include_query: bool = False
+    buffer_size: int = 100_000
+    batch_size: int = 500
+    flush_interval_seconds: float = 0.05
+    strict: bool = False
+    """Deny token calls while the audit buffer is full instead of dropping events."""
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    max_lifetime_days: float = 0.0
+    """Tokens must expire within this many days (0: no maximum)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    client_ip: ClientIpConfig = field(default_factory=ClientIpConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+    @property
+    def token_path_prefixes(self) -> tuple[str, ...]:
+        ctx = self.auth.context_path.rstrip("/")
+        return tuple(ctx + p for p in self.auth.path_prefixes)
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+def _check_hostport(key: str, value: str, *, allow_empty: bool = False) -> None:
+    if not value and allow_empty:
+        return
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"expected host:port, got {value!r}")
+
+
+def _validate(cfg: Config) -> None:
+    _check_hostport("listen.check", cfg.listen.check)
+    _check_hostport("listen.admin", cfg.listen.admin, allow_empty=True)
+    _check_hostport("listen.metrics", cfg.listen.metrics, allow_empty=True)
+    if not cfg.redis.url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("redis.url", "must start with redis://, rediss:// or unix://")
+    for k in ("socket_timeout_seconds", "connect_timeout_seconds"):
+        if getattr(cfg.redis, k) <= 0:
+            raise ConfigError(f"redis.{k}", "must be > 0")
+    if cfg.redis.max_connections < 1:
+        raise ConfigError("redis.max_connections", "must be >= 1")
+    if not cfg.auth.schemes or any(s not in ("basic", "bearer") for s in cfg.auth.schemes):
+        raise ConfigError("auth.schemes", "must list basic, bearer or both")
+    if cfg.auth.unauthenticated not in ("pass", "deny"):
+        raise ConfigError("auth.unauthenticated", "must be pass or deny")
+    if not cfg.auth.path_prefixes:
+        raise ConfigError("auth.path_prefixes", "must not be empty")
+    for p in cfg.auth.path_prefixes:
+        if not (p.startswith("/") and p.endswith("/")):
+            raise ConfigError("auth.path_prefixes", f"{p!r} must start and end with /")
+    ctx = cfg.auth.context_path
+    if ctx and (not ctx.startswith("/") or "//" in ctx or any(c in ctx for c in "?#;\\%")):
+        raise ConfigError("auth.context_path", f"{ctx!r} must be a plain path such as /jira")
+    if '"' in cfg.auth.realm or "\\" in cfg.auth.realm:
+        raise ConfigError("auth.realm", "must not contain quotes or backslashes")
+    if cfg.auth.max_header_bytes < 256:
+        raise ConfigError("auth.max_header_bytes", "must be >= 256")
+    hdr = cfg.identity.header
+    if not hdr or not all(c.isalnum() or c in "-" for c in hdr):
+        raise ConfigError("identity.header", f"{hdr!r} is not a valid header name")
+    if hdr.lower() in ("authorization", "host", "cookie") or hdr.startswith(":"):
+        raise ConfigError("identity.header", f"{hdr!r} cannot be used as identity header")
+    if cfg.client_ip.xff_trusted_hops < 0:
+        raise ConfigError("client_ip.xff_trusted_hops", "must be >= 0")
+    if cfg.cache.max_entries < 1:
+        raise ConfigError("cache.max_entries", "must be >= 1")
+    for k in ("refresh_after_seconds", "max_stale_seconds", "negative_ttl_seconds"):
+        if getattr(cfg.cache, k) < 0:
+            raise ConfigError(f"cache.{k}", "must be >= 0")
+    if cfg.cache.max_stale_seconds < cfg.cache.refresh_after_seconds:
+        raise ConfigError("cache.max_stale_seconds", "must be >= cache.refresh_after_seconds")
+    if not cfg.audit.stream:
+        raise ConfigError("audit.stream", "must not be empty")
+    for k in ("max_len", "buffer_size", "batch_size"):
+        if getattr(cfg.audit, k) < 1:
+            raise ConfigError(f"audit.{k}", "must be >= 1")
+    if cfg.audit.flush_interval_seconds <= 0:
+        raise ConfigError("audit.flush_interval_seconds", "must be > 0")
+    if cfg.audit.max_age_days < 0:
+        raise ConfigError("audit.max_age_days", "must be >= 0")
+    if cfg.policy.max_lifetime_days < 0:
+        raise ConfigError("policy.max_lifetime_days", "must be >= 0")
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def _coerce(key: str, typ: Any, value: Any, *, from_env: bool) -> Any:
+    """Convert one raw value to the field's type, or raise ConfigError naming the key."""
+    origin = typing.get_origin(typ)
+    if origin is tuple:
+        if from_env and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ConfigError(key, f"expected a list, got {type(value).__name__}")
+        (item_t, _) = typing.get_args(typ)
+        return tuple(_coerce(f"{key}[{i}]", item_t, v, from_env=False) for i, v in enumerate(value))
+    if typ is bool:
+        if from_env and isinstance(value, str):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true or false, got {value!r}")
+        return value
+    if typ is int:
+        if from_env and isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise ConfigError(key, f"expected an integer, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        return value
+    if typ is float:
+        if from_env and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(key, f"expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {type(value).__name__}")
+        return value
+    raise AssertionError(f"unsupported config type {typ!r}")  # pragma: no cover
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls: type, raw: Mapping[str, Any], path: str) -> Any:
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in raw:
+        if k not in names:
+            raise ConfigError(f"{path}{k}", "unknown key")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        typ = hints[f.name]
+        val = raw[f.name]
+        key = f"{path}{f.name}"
+        if dataclasses.is_dataclass(typ):
+            if val is None:
+                val = {}
+            if not isinstance(val, Mapping):
+                raise ConfigError(key, "expected a mapping")
+            kwargs[f.name] = _build(typ, val, key + ".")
+        else:
+            kwargs[f.name] = _coerce(key, typ, val, from_env=False)
+    return cls(**kwargs)
+
+
+def env_names() -> dict[str, tuple[str, str]]:
+    """Every ``JIRA_AUTHZ_…`` variable and the (section, key) it overrides."""
+    out: dict[str, tuple[str, str]] = {}
+    for sec in dataclasses.fields(Config):
+        sec_t = _hints(Config)[sec.name]
+        for f in dataclasses.fields(sec_t):
+            out[f"{ENV_PREFIX}{sec.name}_{f.name}".upper()] = (sec.name, f.name)
+    return out
+
+
+def _apply_env(cfg: Config, environ: Mapping[str, str]) -> Config:
+    known = env_names()
+    sections: dict[str, dict[str, Any]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name not in known:
+            continue
+        sec, key = known[name]
+        typ = _hints(_hints(Config)[sec])[key]
+        sections.setdefault(sec, {})[key] = _coerce(name, typ, value, from_env=True)
+    if not sections:
+        return cfg
+    return dataclasses.replace(
+        cfg,
+        **{s: dataclasses.replace(getattr(cfg, s), **kv) for s, kv in sections.items()},
+    )
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read the YAML file (if any), apply environment overrides, validate."""
+    raw: Any = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError("(file)", f"cannot read {path}: {e.strerror}") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError("(file)", f"not valid YAML: {e}") from None
+        if not isinstance(raw, Mapping):
+            raise ConfigError("(file)", "top level must be a mapping")
+    cfg = _build(Config, raw, "")
+    cfg = _apply_env(cfg, os.environ if environ is None else environ)
+    _validate(cfg)
+    return cfg
+
+
+def as_dict(cfg: Config) -> dict[str, Any]:
+    def conv(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        return v
+
+    return {
+        sec.name: {k: conv(v) for k, v in dataclasses.asdict(getattr(cfg, sec.name)).items()}
+        for sec in dataclasses.fields(cfg)
+    }
+

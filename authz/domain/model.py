@@ -1,0 +1,124 @@
+"""Plain data shared by every phase of a decision: the request, the token, the verdict.
+
+Nothing here does I/O; Envoy's protobufs and Redis records are translated to and from these
+types at the edges (``authz.envoyauth``, ``authz.adapters``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """What the decision needs to know about one HTTP request, as Envoy saw it."""
+
+    method: str
+    scheme: str
+    host: str
+    path: str
+    """Path without the query string."""
+    query: str
+    """Raw query string without the leading ``?`` ('' when absent)."""
+    headers: Mapping[str, str]
+    """Lower-cased header names; repeated headers joined with ``,`` (Envoy's behaviour)."""
+    source_ip: str
+    body: bytes | None = None
+    """Request body when Envoy sent it (``with_request_body``), else None."""
+    body_truncated: bool = False
+    request_id: str = ""
+    trace_id: str = ""
+    context: Mapping[str, str] = field(default_factory=dict)
+    """Envoy per-route ``context_extensions``."""
+
+    @property
+    def url(self) -> str:
+        """``scheme://host/path``: what URL limit regexes are matched against (no query)."""
+        return f"{self.scheme}://{self.host}{self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A token record. Never holds the secret; ``secret_hash`` is SHA-256 hex of it."""
+
+    id: str
+    secret_hash: str
+    label: str = ""
+    user: str | None = None
+    """Bound user (canonical login); None for an unbound token."""
+    logins: tuple[str, ...] = ()
+    """Extra logins accepted for a bound token (e.g. the user's e-mail address)."""
+    created_at: float = 0.0
+    created_by: str = ""
+    expires_at: float | None = None
+    limits: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    on_behalf_of: tuple[str, ...] = ()
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+    use_count: int = 0
+
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def is_expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+class Outcome(enum.Enum):
+    """What Envoy is told to do."""
+
+    ALLOW = "allow"
+    """Token request allowed: strip Authorization, inject the identity header."""
+    PASS = "pass"
+    """Not a token request: forward untouched except the identity header, which is removed."""
+    DENY = "deny"
+
+
+class Reason(enum.StrEnum):
+    """Machine-readable reason; the label of the decisions metric and the audit ``reason``."""
+
+    OK = "ok"
+    NOT_A_TOKEN = "not_a_token"
+    NO_CREDENTIALS = "no_credentials"
+    UNAUTHENTICATED_DENIED = "unauthenticated_denied"
+    MALFORMED_CREDENTIALS = "malformed_credentials"
+    SCHEME_NOT_ALLOWED = "scheme_not_allowed"
+    MALFORMED_TOKEN = "malformed_token"
+    UNKNOWN_TOKEN = "unknown_token"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    WRONG_USER = "wrong_user"
+    BEARER_UNBOUND = "bearer_requires_bound_token"
+    IP_NOT_ALLOWED = "ip_not_allowed"
+    UNSUPPORTED_PATH = "unsupported_path"
+    NO_LIMIT_MATCHED = "no_limit_matched"
+    ON_BEHALF_NOT_ALLOWED = "on_behalf_of_not_allowed"
+    NON_NORMAL_PATH = "non_normal_path"
+    STORE_UNAVAILABLE = "store_unavailable"
+    AUDIT_UNAVAILABLE = "audit_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The verdict plus everything the response builder and the audit event need."""
+
+    outcome: Outcome
+    reason: Reason
+    status: int = 200
+    """HTTP status for DENY (401, 403, 400, 503); 200 otherwise."""
+    message: str = ""
+    """Human-readable reason for the deny body and logs; never contains a secret."""
+    token: Token | None = None
+    login: str = ""
+    effective_user: str = ""
+    matched_limit: str = ""
+    token_like: bool = False
+    """The credentials were (or looked like) one of our tokens: the call is audited."""
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome is not Outcome.DENY

@@ -1,0 +1,73 @@
+"""Token secrets: generation, the prefix + checksum format, hashing.
+
+Generated secrets look like ``jat_`` + 32 base62 characters (≈190 random bits) + a 6-character
+base62 CRC-32 of the random part, in the spirit of GitHub's token format: a secret scanner can
+find them by prefix, and a mistyped or forged one is refused without a store lookup. Imported
+secrets (Extender's plain random strings) carry no format and are only hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import zlib
+
+PREFIX = "jat_"
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_RANDOM_LEN = 32
+_CHECK_LEN = 6
+SECRET_LEN = len(PREFIX) + _RANDOM_LEN + _CHECK_LEN
+_ALPHABET_SET = frozenset(_ALPHABET)
+
+
+def _base62(n: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        n, r = divmod(n, 62)
+        out.append(_ALPHABET[r])
+    return "".join(reversed(out))
+
+
+def _checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode("ascii")), _CHECK_LEN)
+
+
+def generate_secret() -> str:
+    body = "".join(secrets.choice(_ALPHABET) for _ in range(_RANDOM_LEN))
+    return PREFIX + body + _checksum(body)
+
+
+def has_prefix(secret: str) -> bool:
+    """The secret claims to be one of ours (so an unknown one is a bad token, not a password)."""
+    return secret.startswith(PREFIX)
+
+
+def is_well_formed(secret: str) -> bool:
+    """Prefix, length, alphabet and checksum all right."""
+    if len(secret) != SECRET_LEN or not secret.startswith(PREFIX):
+        return False
+    body = secret[len(PREFIX) : len(PREFIX) + _RANDOM_LEN]
+    check = secret[len(PREFIX) + _RANDOM_LEN :]
+    if not _ALPHABET_SET.issuperset(body) or not _ALPHABET_SET.issuperset(check):
+        return False
+    return secrets.compare_digest(_checksum(body), check)
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 hex of the UTF-8 secret: the only form in which a secret is ever stored."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def check_importable(secret: str) -> str | None:
+    """Why an imported secret is refused, or None when it is acceptable."""
+    if not secret:
+        return "secret is empty"
+    if len(secret) < 16:
+        return "secret is shorter than 16 characters"
+    if len(secret) > 512:
+        return "secret is longer than 512 characters"
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in secret):
+        return "secret contains whitespace or control characters"
+    if has_prefix(secret) and not is_well_formed(secret):
+        return f"secret starts with {PREFIX!r} but its checksum is wrong"
+    return None
