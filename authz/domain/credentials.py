@@ -1,0 +1,88 @@
+"""Parse the ``Authorization`` header into credentials, refusing anything ambiguous.
+
+The header is hostile input: every malformed form yields a ``CredentialError`` with a clear
+reason (answered with 401), never an exception. Schemes other than Basic and Bearer (Jira's
+OAuth, Negotiate, …) are not ours and yield ``None`` so they pass through to Jira.
+"""
+
+from __future__ import annotations
+
+import binascii
+from base64 import b64decode
+from dataclasses import dataclass, field
+from typing import Literal
+
+Scheme = Literal["basic", "bearer"]
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    scheme: Scheme
+    login: str
+    """Basic login; '' for Bearer."""
+    secret: str = field(repr=False)
+    """Never logged: ``repr`` leaves it out."""
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialError:
+    reason: str
+    scheme: str = ""
+    secret: str = field(default="", repr=False)
+    """The secret when the header could be split that far (to tell a token from a password)."""
+
+
+def _has_control(s: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in s)
+
+
+def _parse_basic(param: str) -> Credentials | CredentialError:
+    try:
+        raw = b64decode(param, validate=True)
+    except (binascii.Error, ValueError):
+        return CredentialError("Basic credentials are not valid base64", "basic")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return CredentialError("Basic credentials are not valid UTF-8", "basic")
+    login, sep, secret = text.partition(":")
+    if not sep:
+        return CredentialError("Basic credentials lack the ':' between login and secret", "basic")
+    if not login:
+        return CredentialError("Basic credentials have an empty login", "basic", secret)
+    if not secret:
+        return CredentialError("Basic credentials have an empty secret", "basic")
+    if _has_control(login) or _has_control(secret):
+        return CredentialError("Basic credentials contain control characters", "basic")
+    if login != login.strip():
+        return CredentialError("Basic login has leading or trailing spaces", "basic", secret)
+    return Credentials("basic", login, secret)
+
+
+def _parse_bearer(param: str) -> Credentials | CredentialError:
+    if any(c.isspace() or _has_control(c) for c in param) or not param.isascii():
+        return CredentialError("Bearer token contains invalid characters", "bearer")
+    return Credentials("bearer", "", param)
+
+
+def parse_authorization(value: str | None, *, max_bytes: int = 8192) -> (
+    Credentials | CredentialError | None
+):
+    """Credentials from one ``Authorization`` value; None when absent or another scheme."""
+    if value is None or value == "":
+        return None
+    if len(value) > max_bytes:
+        return CredentialError(f"Authorization header is longer than {max_bytes} bytes")
+    if "," in value:
+        # Envoy joins repeated headers with ','; neither base64 nor our secrets contain one.
+        return CredentialError("more than one Authorization header or value")
+    scheme, sep, param = value.strip(" \t").partition(" ")
+    low = scheme.lower()
+    if low not in ("basic", "bearer"):
+        return None
+    param = param.strip(" \t")
+    if not sep or not param:
+        return CredentialError(f"{scheme} credentials are empty", low)
+    if low == "basic":
+        return _parse_basic(param)
+    return _parse_bearer(param)

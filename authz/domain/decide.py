@@ -1,0 +1,148 @@
+"""The decision, as two pure steps around the token lookup.
+
+``screen`` runs before any I/O: path normal form, credential parsing, scheme policy. It either
+answers at once or names the secret to look up. ``judge`` runs after the lookup: binding,
+expiry, IP, endpoint, limits, on-behalf-of — in that order, so the first failing rule is the
+reason reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from authz.config import Config
+from authz.domain import limits as limits_mod
+from authz.domain import network, paths, secrets
+from authz.domain.credentials import CredentialError, Credentials, parse_authorization
+from authz.domain.model import Decision, HttpRequest, Outcome, Reason, Token
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The configuration a decision depends on, flattened for the hot path."""
+
+    schemes: frozenset[str] = frozenset({"basic", "bearer"})
+    deny_unauthenticated: bool = False
+    token_prefixes: tuple[str, ...] = ("/rest/",)
+    identity_header: str = "contextuser"
+    """Lower-cased, as Envoy delivers header names."""
+    xff_trusted_hops: int = 0
+    max_header_bytes: int = 8192
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Policy:
+        return cls(
+            schemes=frozenset(cfg.auth.schemes),
+            deny_unauthenticated=cfg.auth.unauthenticated == "deny",
+            token_prefixes=cfg.token_path_prefixes,
+            identity_header=cfg.identity.header.lower(),
+            xff_trusted_hops=cfg.client_ip.xff_trusted_hops,
+            max_header_bytes=cfg.auth.max_header_bytes,
+        )
+
+
+def _deny(reason: Reason, status: int, message: str, **kw: object) -> Decision:
+    return Decision(Outcome.DENY, reason, status, message, **kw)  # type: ignore[arg-type]
+
+
+def not_a_token(policy: Policy, reason: Reason, message: str) -> Decision:
+    """No token involved: pass through to Jira's own authentication, or deny by policy."""
+    if policy.deny_unauthenticated:
+        return _deny(Reason.UNAUTHENTICATED_DENIED, 401, "an API token is required")
+    return Decision(Outcome.PASS, reason, 200, message)
+
+
+def screen(req: HttpRequest, policy: Policy) -> Decision | Credentials:
+    """Everything decidable without the token store."""
+    why = paths.non_normal_reason(req.path)
+    if why is not None:
+        return _deny(Reason.NON_NORMAL_PATH, 400, why)
+    parsed = parse_authorization(
+        req.headers.get("authorization"), max_bytes=policy.max_header_bytes
+    )
+    if parsed is None:
+        return not_a_token(policy, Reason.NO_CREDENTIALS, "no token credentials")
+    if isinstance(parsed, CredentialError):
+        token_like = secrets.has_prefix(parsed.secret)
+        return _deny(Reason.MALFORMED_CREDENTIALS, 401, parsed.reason, token_like=token_like)
+    token_like = secrets.has_prefix(parsed.secret)
+    if parsed.scheme not in policy.schemes:
+        if token_like:
+            return _deny(
+                Reason.SCHEME_NOT_ALLOWED, 401,
+                f"{parsed.scheme.capitalize()} credentials are not accepted for API tokens",
+                login=parsed.login, token_like=True,
+            )
+        return not_a_token(policy, Reason.NOT_A_TOKEN, "credentials are not an API token")
+    if token_like and not secrets.is_well_formed(parsed.secret):
+        return _deny(
+            Reason.MALFORMED_TOKEN, 401, "token is malformed (bad length or checksum)",
+            login=parsed.login, token_like=True,
+        )
+    return parsed
+
+
+def _login_matches(token: Token, login: str) -> bool:
+    want = login.casefold()
+    return token.user is not None and (
+        token.user.casefold() == want or any(x.casefold() == want for x in token.logins)
+    )
+
+
+def _on_behalf_of(token: Token, requested: str) -> bool:
+    want = requested.casefold()
+    return any(x == "*" or x.casefold() == want for x in token.on_behalf_of)
+
+
+def judge(
+    req: HttpRequest, creds: Credentials, token: Token | None, policy: Policy, now: float
+) -> Decision:
+    """The decision once the token (or its absence) is known."""
+    login = creds.login
+    if token is None:
+        if secrets.has_prefix(creds.secret):
+            return _deny(Reason.UNKNOWN_TOKEN, 401, "unknown API token", login=login,
+                         token_like=True)
+        # Not one of ours: a Jira password (Basic) or a Jira personal access token (Bearer).
+        return not_a_token(policy, Reason.NOT_A_TOKEN, "credentials are not an API token")
+    common = {"token": token, "login": login, "token_like": True}
+    if token.is_revoked():
+        return _deny(Reason.REVOKED, 401, "API token has been revoked", **common)
+    if token.is_expired(now):
+        return _deny(Reason.EXPIRED, 401, "API token has expired", **common)
+    if creds.scheme == "bearer":
+        if token.user is None:
+            return _deny(Reason.BEARER_UNBOUND, 401,
+                         "Bearer credentials need a token bound to a user", **common)
+        user = token.user
+    elif token.user is None:
+        user = login
+    elif _login_matches(token, login):
+        user = token.user
+    else:
+        return _deny(Reason.WRONG_USER, 401, "API token does not belong to this login", **common)
+    ip = network.client_ip(req.source_ip, req.headers.get("x-forwarded-for"),
+                           policy.xff_trusted_hops)
+    if not network.ip_allowed(ip, token.ips):
+        return _deny(Reason.IP_NOT_ALLOWED, 403, "client address is not allowed for this token",
+                     effective_user=user, **common)
+    if not paths.has_prefix(req.path, policy.token_prefixes):
+        return _deny(Reason.UNSUPPORTED_PATH, 403, "API tokens are not accepted on this path",
+                     effective_user=user, **common)
+    result = limits_mod.match(
+        limits_mod.compile_limits(token.limits),
+        method=req.method, url=req.url, query=req.query,
+        body=req.body, body_truncated=req.body_truncated,
+    )
+    if not result.allowed:
+        return _deny(Reason.NO_LIMIT_MATCHED, 403, result.why, effective_user=user, **common)
+    requested = req.headers.get(policy.identity_header, "").strip()
+    effective = user
+    if requested and requested.casefold() != user.casefold():
+        if "," in requested or not _on_behalf_of(token, requested):
+            return _deny(Reason.ON_BEHALF_NOT_ALLOWED, 403,
+                         "this token may not act on behalf of the requested user",
+                         effective_user=requested, matched_limit=result.line, **common)
+        effective = requested
+    return Decision(Outcome.ALLOW, Reason.OK, 200, "", token, login, effective, result.line,
+                    True)

@@ -1,0 +1,310 @@
+"""Restriction lines (Extender's "limits"): grammar, compilation with RE2, matching.
+
+A line is ``[method]URL-REGEX[QueryParam::name==REGEX][JsonData::path==REGEX]``. A token without
+lines may call every supported endpoint; with lines, a request is allowed when one line matches.
+Every regex is compiled with RE2 (linear time, the semantics of Envoy's ``safe_regex``), so a
+line that RE2 cannot run is refused when the token is created or edited, never at request time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qsl
+
+import re2
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"})
+MAX_LINE_LENGTH = 4096
+MAX_LINES = 200
+_QUERY = "[QueryParam::"
+_JSON = "[JsonData::"
+_MARKERS = (_QUERY, _JSON)
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+_RE2_OPTIONS.max_mem = 1 << 20
+
+
+class LimitSyntaxError(ValueError):
+    """A line is refused; ``reason`` says why (the caller adds the line number)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InvalidLimits(ValueError):
+    """One or more lines of a set are refused: ``errors`` is ``[(line_number, reason)]``."""
+
+    def __init__(self, errors: list[tuple[int, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"line {n}: {r}" for n, r in errors))
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    kind: str
+    """``query`` or ``json``."""
+    name: str
+    regex: Any  # re2._Regexp (no public type)
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    line: str
+    methods: frozenset[str] | None
+    """None: any method."""
+    url: Any  # re2._Regexp
+    clauses: tuple[Clause, ...]
+
+    @property
+    def needs_body(self) -> bool:
+        return any(c.kind == "json" for c in self.clauses)
+
+
+def _compile(pattern: str, what: str) -> Any:
+    if not pattern:
+        raise LimitSyntaxError(f"{what} is empty")
+    try:
+        return re2.compile(pattern, options=_RE2_OPTIONS)
+    except re2.error as e:
+        msg = e.args[0].decode("utf-8", "replace") if e.args and isinstance(
+            e.args[0], bytes) else str(e)
+        raise LimitSyntaxError(f"{what} {pattern!r} is not a valid RE2 regex: {msg}") from None
+
+
+def _split_method(line: str) -> tuple[frozenset[str] | None, str]:
+    if not line.startswith("[") or line.startswith(_MARKERS):
+        return None, line
+    close = line.find("]")
+    inner = line[1:close] if close > 0 else ""
+    words = [w.strip() for w in inner.split(",")]
+    if close < 0 or not all(w.isalpha() and w.isascii() for w in words):
+        return None, line  # a character class such as [0-9] starting the regex
+    methods = {w.upper() for w in words}
+    unknown = sorted(methods - METHODS)
+    if unknown:
+        # A letters-only bracket is read as a method list: a typo such as [gte] must not
+        # silently become a character class that matches nothing.
+        raise LimitSyntaxError(
+            f"unknown HTTP method {unknown[0]!r} in [{inner}]"
+            f" (known: {', '.join(sorted(METHODS))}; write a leading letter class as (h|H))"
+        )
+    return frozenset(methods), line[close + 1 :]
+
+
+def _find_marker(text: str, start: int = 0) -> int:
+    hits = [i for i in (text.find(m, start) for m in _MARKERS) if i >= 0]
+    return min(hits) if hits else -1
+
+
+def _parse_clauses(text: str) -> tuple[Clause, ...]:
+    clauses: list[Clause] = []
+    i = 0
+    while i < len(text):
+        marker = next((m for m in _MARKERS if text.startswith(m, i)), None)
+        if marker is None:
+            raise LimitSyntaxError(f"unexpected text {text[i:]!r} after a clause")
+        body_start = i + len(marker)
+        eq = text.find("==", body_start)
+        if eq < 0:
+            raise LimitSyntaxError(f"{marker}…] lacks '==' between name and regex")
+        name = text[body_start:eq]
+        if not name or "]" in name or name != name.strip():
+            raise LimitSyntaxError(f"{marker}…] has an empty or malformed name {name!r}")
+        # The regex ends at the first ']' followed by the end of the line or another clause.
+        end = -1
+        j = eq + 2
+        while True:
+            k = text.find("]", j)
+            if k < 0:
+                break
+            rest = text[k + 1 :]
+            if not rest or rest.startswith(_MARKERS):
+                end = k
+                break
+            j = k + 1
+        if end < 0:
+            raise LimitSyntaxError(f"{marker}{name}==…] is not closed by ']'")
+        kind = "query" if marker == _QUERY else "json"
+        if kind == "json" and any(not part for part in name.split(".")):
+            raise LimitSyntaxError(f"JSON path {name!r} has an empty segment")
+        what = f"{'QueryParam' if kind == 'query' else 'JsonData'} {name!r} regex"
+        clauses.append(Clause(kind, name, _compile(text[eq + 2 : end], what)))
+        i = end + 1
+    return tuple(clauses)
+
+
+def parse_line(line: str) -> Limit:
+    """One restriction line, compiled; raises LimitSyntaxError with the reason."""
+    if len(line) > MAX_LINE_LENGTH:
+        raise LimitSyntaxError(f"line is longer than {MAX_LINE_LENGTH} characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in line):
+        raise LimitSyntaxError("line contains control characters")
+    text = line.strip()
+    if not text:
+        raise LimitSyntaxError("line is empty")
+    methods, rest = _split_method(text)
+    cut = _find_marker(rest)
+    url_part, clause_part = (rest, "") if cut < 0 else (rest[:cut], rest[cut:])
+    if not url_part:
+        raise LimitSyntaxError("URL regex is missing")
+    url = _compile(url_part, "URL regex")
+    return Limit(text, methods, url, _parse_clauses(clause_part))
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines of a multi-line limits text (``\\n`` or Extender's ``<br>``), blanks dropped."""
+    text = text.replace("\r\n", "\n").replace("<br/>", "\n").replace("<br>", "\n")
+    return [ln.strip() for ln in text.split("\n") if ln.strip()]
+
+
+def validate(lines: Sequence[str]) -> tuple[str, ...]:
+    """The lines, normalised (stripped), or InvalidLimits naming each bad line (1-based)."""
+    if len(lines) > MAX_LINES:
+        raise InvalidLimits([(MAX_LINES + 1, f"more than {MAX_LINES} lines")])
+    errors: list[tuple[int, str]] = []
+    out: list[str] = []
+    for n, line in enumerate(lines, 1):
+        try:
+            out.append(parse_line(line).line)
+        except LimitSyntaxError as e:
+            errors.append((n, e.reason))
+    if errors:
+        raise InvalidLimits(errors)
+    return tuple(out)
+
+
+@lru_cache(maxsize=16384)
+def compile_limits(lines: tuple[str, ...]) -> tuple[Limit, ...]:
+    """Compiled lines, cached by content; lines were validated when stored."""
+    out: list[Limit] = []
+    for line in lines:
+        try:
+            out.append(parse_line(line))
+        except LimitSyntaxError:
+            continue  # unreachable for stored lines; a corrupt line can only narrow access
+    return tuple(out)
+
+
+# --- matching ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    allowed: bool
+    line: str = ""
+    """The first matching line (allowed), or ''."""
+    why: str = ""
+    """Why nothing matched (denied): the closest line's failing part."""
+
+
+def _query_values(query: str) -> dict[str, list[str]] | None:
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, errors="strict", max_num_fields=1000)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    out: dict[str, list[str]] = {}
+    for k, v in pairs:
+        out.setdefault(k, []).append(v)
+    return out
+
+
+_NO_BODY = object()
+
+
+def _json_node(doc: Any, path: str) -> Any:
+    node = doc
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _NO_BODY
+    return node
+
+
+def _json_text(node: Any) -> str:
+    if isinstance(node, str):
+        return node
+    return json.dumps(node, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def _clause_failure(
+    clause: Clause, query: dict[str, list[str]] | None, body: Any
+) -> str | None:
+    if clause.kind == "query":
+        if query is None:
+            return "query string is not valid UTF-8"
+        values = query.get(clause.name)
+        if not values:
+            return f"query parameter {clause.name!r} is absent"
+        for v in values:
+            if clause.regex.fullmatch(v) is None:
+                return f"query parameter {clause.name!r} has a value that does not match"
+        return None
+    if body is _NO_BODY:
+        return "request body is absent, truncated or not JSON"
+    node = _json_node(body, clause.name)
+    if node is _NO_BODY:
+        return f"JSON node {clause.name!r} is absent"
+    if clause.regex.fullmatch(_json_text(node)) is None:
+        return f"JSON node {clause.name!r} does not match"
+    return None
+
+
+def _parse_body(body: bytes | None, truncated: bool) -> Any:
+    if body is None or truncated:
+        return _NO_BODY
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return _NO_BODY
+
+
+def match(
+    limits: Iterable[Limit],
+    *,
+    method: str,
+    url: str,
+    query: str,
+    body: bytes | None = None,
+    body_truncated: bool = False,
+) -> Match:
+    """First line that allows the request, or why none did. No lines: allowed."""
+    limits = tuple(limits)
+    if not limits:
+        return Match(True)
+    method = method.upper()
+    parsed_query: dict[str, list[str]] | object | None = _NO_BODY
+    parsed_body: Any = _NO_BODY
+    body_parsed = False
+    closest: tuple[int, str] = (0, "no limit line matches")
+    for lim in limits:
+        url_ok = lim.url.fullmatch(url) is not None
+        if lim.methods is not None and method not in lim.methods:
+            if url_ok:
+                closest = max(closest, (2, f"method {method} is not allowed by {lim.line!r}"))
+            continue
+        if not url_ok:
+            closest = max(closest, (1, "URL matches no limit line"))
+            continue
+        failure = None
+        for clause in lim.clauses:
+            if clause.kind == "query" and parsed_query is _NO_BODY:
+                parsed_query = _query_values(query)
+            if clause.kind == "json" and not body_parsed:
+                parsed_body, body_parsed = _parse_body(body, body_truncated), True
+            failure = _clause_failure(clause, parsed_query, parsed_body)  # type: ignore[arg-type]
+            if failure:
+                break
+        if failure:
+            closest = max(closest, (3, f"{failure} ({lim.line!r})"))
+            continue
+        return Match(True, lim.line)
+    return Match(False, why=closest[1])

@@ -1,0 +1,74 @@
+"""Request paths: split off the query, refuse anything not in normal form, match prefixes.
+
+Envoy normalises paths before the Check, but the server refuses independently whatever is not
+in normal form so that a URL limit cannot be bypassed by a path Jira's Tomcat resolves
+differently (dot segments, ``..;``, encoded slashes, double slashes, overlong UTF-8 …), whether
+or not the Envoy in front was configured right.
+"""
+
+from __future__ import annotations
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+# Bytes that must never arrive percent-encoded: they change how the path is split or resolved.
+_FORBIDDEN_DECODED = frozenset(b"/\\.;") | frozenset(range(0x20)) | {0x7F}
+_FORBIDDEN_RAW = frozenset("\\;#") | frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
+
+
+def split_path(raw: str) -> tuple[str, str]:
+    """``/a/b?x=1`` → (``/a/b``, ``x=1``): Envoy sends the query inside ``path``."""
+    path, _, query = raw.partition("?")
+    return path, query
+
+
+def _decode_escapes(path: str) -> bytes | str:
+    """Percent-decoded bytes, or the reason the escapes are malformed or dangerous."""
+    out = bytearray()
+    i = 0
+    n = len(path)
+    while i < n:
+        c = path[i]
+        if c == "%":
+            pair = path[i + 1 : i + 3]
+            if len(pair) != 2 or not _HEX.issuperset(pair):
+                return "malformed percent-escape"
+            b = int(pair, 16)
+            if b == 0x25 and _HEX.issuperset(path[i + 3 : i + 5]) and len(path[i + 3 : i + 5]) == 2:
+                return "double percent-encoding in path"
+            if b in _FORBIDDEN_DECODED:
+                return f"encoded {chr(b)!r} in path" if b >= 0x20 else "encoded control byte"
+            out.append(b)
+            i += 3
+        else:
+            out.extend(c.encode("utf-8"))
+            i += 1
+    return bytes(out)
+
+
+def non_normal_reason(path: str) -> str | None:
+    """Why ``path`` (no query) is not in normal form, or None when it is."""
+    if not path.startswith("/"):
+        return "path does not start with '/'"
+    if not path.isascii():
+        return "path contains raw non-ASCII characters"
+    bad = _FORBIDDEN_RAW.intersection(path)
+    if bad:
+        ch = sorted(bad)[0]
+        return f"path contains {ch!r}" if ch >= " " else "path contains a control character"
+    if "//" in path:
+        return "path contains '//'"
+    for seg in path.split("/"):
+        if seg in (".", ".."):
+            return "path contains a dot segment"
+    decoded = _decode_escapes(path)
+    if isinstance(decoded, str):
+        return decoded
+    try:
+        decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        return "path escapes are not valid UTF-8"
+    return None
+
+
+def has_prefix(path: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether a (normal-form) path is under one of the token-authenticated prefixes."""
+    return path.startswith(prefixes)

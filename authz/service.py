@@ -1,0 +1,96 @@
+"""One Check, top to bottom: screen → look the token up → judge → audit.
+
+The only async glue on the request path; every rule lives in ``authz.domain``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from authz import metrics
+from authz.domain.audit_event import build_event
+from authz.domain.decide import Policy, judge, screen
+from authz.domain.model import Decision, HttpRequest, Outcome, Reason, Token
+from authz.domain.secrets import hash_secret
+
+log = logging.getLogger(__name__)
+
+
+class StoreUnavailableError(Exception):
+    """The token store could not answer and no safe cached answer exists (→ 503)."""
+
+
+class TokenLookup(Protocol):
+    async def lookup(self, secret_hash: str) -> Token | None: ...
+
+
+class AuditSink(Protocol):
+    def emit(self, event: dict[str, str], *, token_id: str | None = None,
+             used: bool = False) -> bool: ...
+
+    def would_accept(self) -> bool: ...
+
+
+class CheckService:
+    def __init__(
+        self,
+        policy: Policy,
+        tokens: TokenLookup,
+        audit: AuditSink,
+        *,
+        unavailable: tuple[type[BaseException], ...] = (StoreUnavailableError,),
+        include_query: bool = False,
+        strict_audit: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy = policy
+        self.tokens = tokens
+        self.audit = audit
+        self.unavailable = unavailable
+        self.include_query = include_query
+        self.strict_audit = strict_audit
+        self.clock = clock
+
+    async def decide(self, req: HttpRequest) -> Decision:
+        first = screen(req, self.policy)
+        if isinstance(first, Decision):
+            return first
+        try:
+            token = await self.tokens.lookup(hash_secret(first.secret))
+        except self.unavailable:
+            metrics.STORE_ERRORS.inc()
+            return Decision(
+                Outcome.DENY, Reason.STORE_UNAVAILABLE, 503,
+                "token store unavailable; try again", login=first.login, token_like=True,
+            )
+        return judge(req, first, token, self.policy, self.clock())
+
+    async def check(self, req: HttpRequest) -> Decision:
+        """Decide, enforce strict audit, record the event. Never raises."""
+        try:
+            decision = await self.decide(req)
+        except Exception:
+            log.exception("check failed", extra={"request_id": req.request_id})
+            decision = Decision(Outcome.DENY, Reason.INTERNAL_ERROR, 503,
+                                "authorization failed; try again")
+        if decision.token_like:
+            decision = self._audit(req, decision)
+        metrics.DECISIONS.labels(decision.outcome.value, decision.reason.value).inc()
+        return decision
+
+    def _audit(self, req: HttpRequest, decision: Decision) -> Decision:
+        if self.strict_audit and decision.allowed and not self.audit.would_accept():
+            decision = Decision(
+                Outcome.DENY, Reason.AUDIT_UNAVAILABLE, 503,
+                "audit trail unavailable; try again", token=decision.token,
+                login=decision.login, effective_user=decision.effective_user, token_like=True,
+            )
+        event = build_event(req, decision, now=self.clock(), include_query=self.include_query)
+        token_id = decision.token.id if decision.token else None
+        if not self.audit.emit(event, token_id=token_id,
+                               used=decision.outcome is Outcome.ALLOW):
+            metrics.AUDIT_DROPPED.inc()
+        return decision
