@@ -18,6 +18,8 @@ _RANDOM_LEN = 32
 _CHECK_LEN = 6
 SECRET_LEN = len(PREFIX) + _RANDOM_LEN + _CHECK_LEN
 _ALPHABET_SET = frozenset(_ALPHABET)
+# Extender lets admins choose a token's text; its generated ones are 20–32 characters.
+MIN_IMPORTED_LEN = 8
 
 
 def _base62(n: int, width: int) -> str:
@@ -62,8 +64,8 @@ def check_importable(secret: str) -> str | None:
     """Why an imported secret is refused, or None when it is acceptable."""
     if not secret:
         return "secret is empty"
-    if len(secret) < 16:
-        return "secret is shorter than 16 characters"
+    if len(secret) < MIN_IMPORTED_LEN:
+        return f"secret is shorter than {MIN_IMPORTED_LEN} characters"
     if len(secret) > 512:
         return "secret is longer than 512 characters"
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in secret):
