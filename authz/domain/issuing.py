@@ -37,6 +37,10 @@ class TokenRequest:
     ips: Sequence[str] = ()
     on_behalf_of: Sequence[str] = ()
     created_by: str = ""
+    created_at: float | None = None
+    """Kept from an imported token; None: now."""
+    use_count: int = 0
+    """Kept from an imported token."""
     secret: str | None = field(default=None, repr=False)
     """An imported secret (Extender migration); None draws a new one."""
 
@@ -56,7 +60,11 @@ def _user_problem(what: str, value: str) -> str | None:
     return None
 
 
-def validate_request(req: TokenRequest, *, now: float, max_lifetime_days: float) -> list[str]:
+def validate_request(
+    req: TokenRequest, *, now: float, max_lifetime_days: float, allow_expired: bool = False
+) -> list[str]:
+    """Every reason the request is refused (empty: acceptable). ``allow_expired`` is for
+    imports, which keep an expired token's history."""
     problems: list[str] = []
     if len(req.label) > MAX_LABEL or any(ord(c) < 0x20 for c in req.label):
         problems.append(f"label must be at most {MAX_LABEL} printable characters")
@@ -68,9 +76,10 @@ def validate_request(req: TokenRequest, *, now: float, max_lifetime_days: float)
     for x in req.on_behalf_of:
         if x != "*" and (p := _user_problem("on-behalf-of user", x)):
             problems.append(p)
-    if req.expires_at is not None and req.expires_at <= now:
+    expired = req.expires_at is not None and req.expires_at <= now
+    if expired and not allow_expired:
         problems.append("expiry must be in the future")
-    if max_lifetime_days > 0:
+    if max_lifetime_days > 0 and not expired:
         latest = now + max_lifetime_days * DAY
         if req.expires_at is None:
             problems.append(f"policy requires an expiry within {max_lifetime_days:g} days")
@@ -86,9 +95,13 @@ def validate_request(req: TokenRequest, *, now: float, max_lifetime_days: float)
     return problems
 
 
-def issue(req: TokenRequest, *, now: float, max_lifetime_days: float = 0.0) -> tuple[Token, str]:
+def issue(
+    req: TokenRequest, *, now: float, max_lifetime_days: float = 0.0, allow_expired: bool = False
+) -> tuple[Token, str]:
     """A new token record and its secret (shown once, never stored)."""
-    problems = validate_request(req, now=now, max_lifetime_days=max_lifetime_days)
+    problems = validate_request(
+        req, now=now, max_lifetime_days=max_lifetime_days, allow_expired=allow_expired
+    )
     if problems:
         raise InvalidToken(problems)
     secret = req.secret if req.secret is not None else secret_fmt.generate_secret()
@@ -98,11 +111,12 @@ def issue(req: TokenRequest, *, now: float, max_lifetime_days: float = 0.0) -> t
         label=req.label,
         user=req.user,
         logins=tuple(dict.fromkeys(req.logins)),
-        created_at=now,
+        created_at=req.created_at if req.created_at is not None else now,
         created_by=req.created_by,
         expires_at=req.expires_at,
         limits=limits_mod.validate(list(req.limits)),
         ips=tuple(c.strip() for c in req.ips),
         on_behalf_of=tuple(dict.fromkeys(req.on_behalf_of)),
+        use_count=req.use_count,
     )
     return token, secret
