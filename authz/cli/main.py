@@ -73,7 +73,7 @@ def token_json(token: Token) -> dict[str, Any]:
 
 
 def state(token: Token, now: float) -> str:
-    if token.is_revoked():
+    if token.is_revoked(now):
         return "revoked"
     if token.is_expired(now):
         return "expired"

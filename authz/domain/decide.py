@@ -106,7 +106,7 @@ def judge(
         # Not one of ours: a Jira password (Basic) or a Jira personal access token (Bearer).
         return not_a_token(policy, Reason.NOT_A_TOKEN, "credentials are not an API token")
     common = {"token": token, "login": login, "token_like": True}
-    if token.is_revoked():
+    if token.is_revoked(now):
         return _deny(Reason.REVOKED, 401, "API token has been revoked", **common)
     if token.is_expired(now):
         return _deny(Reason.EXPIRED, 401, "API token has expired", **common)

@@ -60,8 +60,9 @@ class Token:
     last_used_at: float | None = None
     use_count: int = 0
 
-    def is_revoked(self) -> bool:
-        return self.revoked_at is not None
+    def is_revoked(self, now: float) -> bool:
+        """Revoked from ``revoked_at`` on; a future time is a rotation's grace period."""
+        return self.revoked_at is not None and now >= self.revoked_at
 
     def is_expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
