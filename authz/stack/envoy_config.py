@@ -1,0 +1,148 @@
+"""Turn a shipped Envoy config (deploy/envoy/*.yaml) into one that runs on this machine.
+
+The shipped files stay the source of truth: only addresses change (listener, admin, and the
+endpoints of clusters picked by NAME), so the local stack and the tests exercise exactly the
+security settings a deployment gets. A renamed cluster fails loudly instead of being skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SIDECAR = "sidecar.yaml"
+GATEWAY = "gateway.yaml"
+
+# Fields that only make sense for DNS-resolved clusters; dropped when a cluster becomes STATIC.
+_DNS_FIELDS = (
+    "dns_lookup_family",
+    "dns_refresh_rate",
+    "dns_failure_refresh_rate",
+    "respect_dns_ttl",
+    "dns_jitter",
+    "typed_dns_resolver_config",
+    "dns_resolution_config",
+    "use_tcp_for_dns_lookups",
+    "wait_for_warm_on_init",
+)
+
+
+def deploy_dir() -> Path:
+    """Directory holding the shipped Envoy configs (repository checkout or packaged copy)."""
+    here = Path(__file__).resolve()
+    for candidate in (
+        here.parents[2] / "deploy" / "envoy",  # source checkout / editable install
+        here.parents[1] / "deploy" / "envoy",  # packaged as authz/deploy/envoy
+    ):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("deploy/envoy not found next to the authz package")
+
+
+def shipped_path(name: str = SIDECAR) -> Path:
+    """A file name in deploy/envoy, or any path to an Envoy YAML."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    return deploy_dir() / name
+
+
+def load(name: str | os.PathLike[str] = SIDECAR) -> dict[str, Any]:
+    path = shipped_path(str(name))
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not an Envoy bootstrap mapping")
+    return data
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": int(port)}}
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def patch(
+    config: Mapping[str, Any],
+    *,
+    listener_port: int,
+    admin_port: int,
+    clusters: Mapping[str, tuple[str, int]],
+    listener_host: str = "127.0.0.1",
+    listener_name: str | None = None,
+) -> dict[str, Any]:
+    """A copy of ``config`` with local addresses; everything else untouched.
+
+    ``clusters`` maps cluster name -> (host, port); each named cluster gets exactly that one
+    endpoint (STATIC when the host is an IP literal). Unknown names raise KeyError.
+    """
+    cfg: dict[str, Any] = copy.deepcopy(dict(config))
+    cfg.setdefault("admin", {})["address"] = _socket_address("127.0.0.1", admin_port)
+
+    listeners = cfg.get("static_resources", {}).get("listeners", [])
+    if listener_name is not None:
+        listeners = [x for x in listeners if x.get("name") == listener_name]
+    if len(listeners) != 1:
+        raise KeyError(f"expected exactly one listener to patch, found {len(listeners)}")
+    listeners[0]["address"] = _socket_address(listener_host, listener_port)
+
+    by_name = {c.get("name"): c for c in cfg.get("static_resources", {}).get("clusters", [])}
+    for name, (host, port) in clusters.items():
+        if name not in by_name:
+            raise KeyError(f"cluster {name!r} not in config (has {sorted(by_name)})")
+        cluster = by_name[name]
+        cluster["load_assignment"] = {
+            "cluster_name": name,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}
+            ],
+        }
+        if _is_ip(host):
+            cluster.pop("cluster_type", None)
+            cluster["type"] = "STATIC"
+            for f in _DNS_FIELDS:
+                cluster.pop(f, None)
+    return cfg
+
+
+def write(
+    config: Mapping[str, Any],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    directory: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Write ``config`` as YAML to ``path``, or to a new file in ``directory`` / the temp dir."""
+    if path is None:
+        fd, name = tempfile.mkstemp(prefix="envoy-", suffix=".yaml", dir=directory)
+        os.close(fd)
+        path = name
+    out = Path(path)
+    out.write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
+    return out
+
+
+def local_config(
+    *,
+    listener_port: int,
+    admin_port: int,
+    clusters: Mapping[str, tuple[str, int]],
+    name: str | os.PathLike[str] = SIDECAR,
+    path: str | os.PathLike[str] | None = None,
+    directory: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Load a shipped config, patch it to local addresses, write it; returns the file path."""
+    cfg = patch(load(name), listener_port=listener_port, admin_port=admin_port, clusters=clusters)
+    return write(cfg, path, directory=directory)

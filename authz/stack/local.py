@@ -1,0 +1,408 @@
+"""The whole request path on one machine: Redis, jira-authz, a stub Jira and a real Envoy.
+
+``LocalStack`` backs ``jira-authz up`` (try tokens with curl before deploying) and the
+end-to-end tests (prove the shipped Envoy config plus the server keep their promises). Envoy
+runs the shipped ``deploy/envoy/sidecar.yaml`` with only addresses patched, so what is tested
+is what gets deployed. Every part is started with a readiness wait and stopped in reverse order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+import yaml
+
+from authz.config import ENV_PREFIX
+from authz.stack import envoy_config
+from authz.stack.processes import (
+    DEFAULT_START_TIMEOUT,
+    Child,
+    StackError,
+    find_envoy,
+    find_redis_server,
+    free_port,
+    grpc_health_probe,
+    http_ok_probe,
+    redis_ping_probe,
+    tcp_probe,
+    wait_until,
+)
+
+HOST = "127.0.0.1"
+
+
+class LocalStack:
+    """Context manager running Redis (unless ``redis_url``), jira-authz, stub Jira and Envoy.
+
+    ``env_overrides`` are extra ``JIRA_AUTHZ_*`` variables for the server (they win over the
+    inherited environment; the stack's own listen/redis/audit variables win over them).
+    ``inherit_config_env=False`` drops inherited ``JIRA_AUTHZ_*`` variables: tests must not
+    depend on the developer's shell.
+    """
+
+    def __init__(
+        self,
+        *,
+        redis_url: str | None = None,
+        key_prefix: str = "jira-authz:",
+        envoy_port: int | None = None,
+        envoy_config_name: str = envoy_config.SIDECAR,
+        authz_config: str | os.PathLike[str] | None = None,
+        env_overrides: Mapping[str, str] | None = None,
+        workdir: str | os.PathLike[str] | None = None,
+        inherit_config_env: bool = True,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+    ) -> None:
+        self._own_redis = redis_url is None
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="jira-authz-stack-")).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.key_prefix = key_prefix
+        self.audit_stream = f"{key_prefix}audit"
+        self.start_timeout = start_timeout
+        self._envoy_config_name = envoy_config_name
+        self._authz_config_src = Path(authz_config) if authz_config else None
+        self._env_overrides = dict(env_overrides or {})
+        self._inherit_config_env = inherit_config_env
+
+        self.redis_port = free_port() if self._own_redis else 0
+        self.redis_url = redis_url or f"redis://{HOST}:{self.redis_port}/0"
+        self.check_port = free_port()
+        self.admin_port = free_port()
+        self.metrics_port = free_port()
+        self.stub_port = free_port()
+        self.envoy_port = envoy_port or free_port()
+        self.envoy_admin_port = free_port()
+
+        self.redis_log = self.workdir / "redis.log"
+        self.authz_log = self.workdir / "authz.log"
+        self.stub_log = self.workdir / "stub-jira.log"
+        self.envoy_log = self.workdir / "envoy.log"
+        self.authz_config_path = self.workdir / "authz.yaml"
+        self.envoy_config_path = self.workdir / "envoy.yaml"
+
+        self._redis: Child | None = None
+        self._authz: Child | None = None
+        self._stub: Child | None = None
+        self._envoy: Child | None = None
+
+    # --- addresses ------------------------------------------------------------------------
+
+    @property
+    def envoy_url(self) -> str:
+        return f"http://{HOST}:{self.envoy_port}"
+
+    @property
+    def envoy_admin_url(self) -> str:
+        return f"http://{HOST}:{self.envoy_admin_port}"
+
+    @property
+    def stub_url(self) -> str:
+        return f"http://{HOST}:{self.stub_port}"
+
+    @property
+    def check_addr(self) -> str:
+        return f"{HOST}:{self.check_port}"
+
+    @property
+    def admin_addr(self) -> str:
+        return f"{HOST}:{self.admin_port}"
+
+    @property
+    def metrics_addr(self) -> str:
+        return f"{HOST}:{self.metrics_port}"
+
+    @property
+    def logs(self) -> dict[str, Path]:
+        out = {"authz": self.authz_log, "stub-jira": self.stub_log, "envoy": self.envoy_log}
+        if self._own_redis:
+            out["redis"] = self.redis_log
+        return out
+
+    def client_env(self) -> dict[str, str]:
+        """Variables that point the CLI (``jira-authz token ...``) at this stack's Redis."""
+        return {
+            f"{ENV_PREFIX}REDIS_URL": self.redis_url,
+            f"{ENV_PREFIX}REDIS_KEY_PREFIX": self.key_prefix,
+            f"{ENV_PREFIX}AUDIT_STREAM": self.audit_stream,
+        }
+
+    def pids(self) -> list[int]:
+        """Process ids of the running children (for leak checks)."""
+        return [c.pid for c in self._children() if c.running() and c.pid is not None]
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start every part in dependency order; on failure stop what was started and raise."""
+        try:
+            if self._own_redis:
+                self.start_redis()
+            self.start_authz()
+            self._start_stub()
+            self._start_envoy()
+        except BaseException:
+            self.stop(remove_workdir=False)
+            raise
+
+    def stop(self, *, remove_workdir: bool = True) -> None:
+        """Stop in reverse order: Envoy first, so nothing reaches a half-stopped backend."""
+        for child in (self._envoy, self._stub, self._authz, self._redis):
+            if child is not None:
+                with contextlib.suppress(Exception):
+                    child.stop()
+        if remove_workdir and self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def check_alive(self) -> None:
+        """Raise StackError (with the log tail) if a child that should run has exited."""
+        for child in self._children():
+            child.check_alive()
+
+    def _children(self) -> list[Child]:
+        return [c for c in (self._redis, self._authz, self._stub, self._envoy) if c is not None]
+
+    # --- Redis ----------------------------------------------------------------------------
+
+    def start_redis(self) -> None:
+        """(Re)start the stack's Redis on the same port and data dir (data survives a stop)."""
+        if not self._own_redis:
+            raise StackError("the stack uses an external Redis; it cannot start it")
+        data = self.workdir / "redis"
+        data.mkdir(exist_ok=True)
+        argv = [
+            find_redis_server(),
+            "--port", str(self.redis_port),
+            "--bind", HOST,
+            "--dir", str(data),
+            "--dbfilename", "dump.rdb",
+            # Saved on a graceful stop and reloaded on start: tokens survive stop_redis().
+            "--save", "3600 1",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--logfile", "",
+        ]  # fmt: skip
+        self._redis = Child("redis", argv, self.redis_log, cwd=data)
+        self._redis.start()
+        wait_until(
+            "redis",
+            redis_ping_probe(self.redis_url),
+            child=self._redis,
+            timeout=self.start_timeout,
+        )
+
+    def stop_redis(self) -> None:
+        if not self._own_redis:
+            raise StackError("the stack uses an external Redis; it cannot stop it")
+        if self._redis is not None:
+            self._redis.stop()
+
+    # --- jira-authz -----------------------------------------------------------------------
+
+    def _authz_env(self) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if self._inherit_config_env or not k.startswith(ENV_PREFIX)
+        }
+        env.update(self._env_overrides)
+        env.update(self.client_env())
+        env.update(
+            {
+                f"{ENV_PREFIX}LISTEN_CHECK": self.check_addr,
+                f"{ENV_PREFIX}LISTEN_ADMIN": self.admin_addr,
+                f"{ENV_PREFIX}LISTEN_METRICS": self.metrics_addr,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    def _write_authz_config(self) -> None:
+        raw: Any = {}
+        if self._authz_config_src is not None:
+            raw = yaml.safe_load(self._authz_config_src.read_text(encoding="utf-8")) or {}
+            if not isinstance(raw, dict):
+                raise StackError(f"{self._authz_config_src}: top level must be a mapping")
+        self.authz_config_path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+
+    def start_authz(self, *, require_serving: bool = True) -> None:
+        """(Re)start the server on the same ports; ready when its health service answers.
+
+        ``require_serving=False`` accepts NOT_SERVING (e.g. restarted while Redis is down).
+        """
+        self._write_authz_config()
+        argv = [sys.executable, "-m", "authz", "serve", "--config", str(self.authz_config_path)]
+        self._authz = Child("authz", argv, self.authz_log, env=self._authz_env())
+        self._authz.start()
+        wait_until(
+            "authz check port",
+            tcp_probe(HOST, self.check_port),
+            child=self._authz,
+            timeout=self.start_timeout,
+        )
+        wait_until(
+            "authz gRPC health",
+            grpc_health_probe(self.check_addr, require_serving=require_serving),
+            child=self._authz,
+            timeout=self.start_timeout,
+        )
+
+    def stop_authz(self) -> None:
+        if self._authz is not None:
+            self._authz.stop()
+
+    # --- stub Jira and Envoy --------------------------------------------------------------
+
+    def _start_stub(self) -> None:
+        argv = [sys.executable, "-m", "authz.stack.stub_jira", "--port", str(self.stub_port)]
+        self._stub = Child("stub-jira", argv, self.stub_log, stop_timeout=5)
+        self._stub.start()
+        wait_until(
+            "stub jira",
+            tcp_probe(HOST, self.stub_port),
+            child=self._stub,
+            timeout=self.start_timeout,
+        )
+
+    def _start_envoy(self) -> None:
+        envoy_config.local_config(
+            name=self._envoy_config_name,
+            listener_port=self.envoy_port,
+            admin_port=self.envoy_admin_port,
+            clusters={"jira": (HOST, self.stub_port), "jira_authz": (HOST, self.check_port)},
+            path=self.envoy_config_path,
+        )
+        argv = [
+            find_envoy(),
+            "-c", str(self.envoy_config_path),
+            "--disable-hot-restart",  # several Envoys on one machine (no shared-memory clash)
+            "--concurrency", "2",
+            "--log-level", "warning",
+        ]  # fmt: skip
+        self._envoy = Child("envoy", argv, self.envoy_log, stop_timeout=10)
+        self._envoy.start()
+        wait_until(
+            "envoy admin /ready",
+            http_ok_probe(f"{self.envoy_admin_url}/ready"),
+            child=self._envoy,
+            timeout=self.start_timeout,
+        )
+        wait_until(
+            "envoy listener",
+            tcp_probe(HOST, self.envoy_port),
+            child=self._envoy,
+            timeout=self.start_timeout,
+        )
+
+
+# --- jira-authz up ----------------------------------------------------------------------------
+
+
+def add_up_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``jira-authz up``."""
+    parser.add_argument(
+        "--port", type=int, default=8000, help="Envoy listener port on 127.0.0.1 (default 8000)"
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get(f"{ENV_PREFIX}REDIS_URL"),
+        help="use this Redis instead of starting one (default: $JIRA_AUTHZ_REDIS_URL)",
+    )
+    parser.add_argument("--config", help="extra jira-authz YAML config for the server")
+    parser.add_argument(
+        "--workdir",
+        default=".local-stack",
+        help="logs, generated configs and the local Redis data (default .local-stack)",
+    )
+
+
+class _Stop(Exception):
+    """Raised from the signal handler to leave the wait loop (once)."""
+
+
+def run_up(args: argparse.Namespace) -> int:
+    """Start the stack, print ``ready: URL`` when everything answers, stop on Ctrl-C/SIGTERM."""
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            return  # already shutting down: let the orderly stop finish
+        stopping = True
+        raise _Stop(signum)
+
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, on_signal) for s in handled}
+    stack: LocalStack | None = None
+    rc = 0
+    try:
+        try:
+            stack = LocalStack(
+                redis_url=args.redis_url or None,
+                envoy_port=args.port,
+                authz_config=args.config,
+                workdir=args.workdir,
+            )
+            stack.start()
+            _print_info(stack)
+            print(f"ready: {stack.envoy_url}", flush=True)
+            while True:
+                stack.check_alive()
+                time.sleep(0.5)
+        except _Stop:
+            rc = 0
+        except StackError as e:
+            print(f"jira-authz up: {e}", file=sys.stderr, flush=True)
+            rc = 1
+        finally:
+            stopping = True
+            if stack is not None:
+                stack.stop()
+                print("jira-authz up: stopped", file=sys.stderr, flush=True)
+    except _Stop:  # a signal that raced with the start of the cleanup
+        pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return rc
+
+
+def _print_info(stack: LocalStack) -> None:
+    env = stack.client_env()
+    lines = [
+        f"jira (through envoy): {stack.envoy_url}",
+        f"envoy admin:          {stack.envoy_admin_url}",
+        f"authz check (gRPC):   {stack.check_addr}",
+        f"authz admin (gRPC):   {stack.admin_addr}",
+        f"authz metrics:        http://{stack.metrics_addr}/metrics",
+        f"redis:                {stack.redis_url}",
+        *(f"log {name}: {path}" for name, path in stack.logs.items()),
+        "create a token in another shell:",
+        *(f"  export {k}={v}" for k, v in env.items()),
+        "  jira-authz token create --label try --user alice",
+        f"  curl -u alice:TOKEN {stack.envoy_url}/rest/api/2/myself",
+    ]
+    print("\n".join(lines), file=sys.stderr, flush=True)

