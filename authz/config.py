@@ -105,6 +105,16 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    token_file: str = ""
+    """File holding the admin bearer secret (mounted Secret); one of it or mTLS is required."""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    client_ca_file: str = ""
+    """With all three TLS files set the admin port requires a client certificate (mTLS)."""
+
+
+@dataclass(frozen=True)
 class Config:
     listen: ListenConfig = field(default_factory=ListenConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
@@ -114,6 +124,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     @property
     def token_path_prefixes(self) -> tuple[str, ...]:
@@ -182,6 +193,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("audit.flush_interval_seconds", "must be > 0")
     if cfg.audit.max_age_days < 0:
         raise ConfigError("audit.max_age_days", "must be >= 0")
+    tls = (cfg.admin.tls_cert_file, cfg.admin.tls_key_file, cfg.admin.client_ca_file)
+    if any(tls) and not all(tls):
+        raise ConfigError("admin.tls_cert_file", "mTLS needs tls_cert_file, tls_key_file and "
+                          "client_ca_file together")
     if cfg.policy.max_lifetime_days < 0:
         raise ConfigError("policy.max_lifetime_days", "must be >= 0")
 

@@ -21,9 +21,10 @@ from prometheus_client import start_http_server
 
 from authz import metrics
 from authz.adapters.audit_stream import AuditStream
-from authz.adapters.redis_conn import make_client
+from authz.adapters.redis_conn import create_client
 from authz.adapters.redis_store import RedisTokenStore, StoreUnavailable
 from authz.adapters.token_cache import TokenCache
+from authz.admin.grpc_api import build_admin_server
 from authz.config import Config
 from authz.domain.decide import Policy
 from authz.envoyauth.request import to_http_request
@@ -65,7 +66,7 @@ class Server:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.redis = make_client(cfg.redis)
+        self.redis = create_client(cfg.redis)
         self.store = RedisTokenStore(self.redis, cfg.redis.key_prefix)
         self.cache = TokenCache(self.store, cfg.cache)
         self.audit = AuditStream(
@@ -99,6 +100,7 @@ class Server:
         self.port = self.grpc.add_insecure_port(cfg.listen.check)
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen.check}")
+        self.admin = build_admin_server(self.redis, cfg) if cfg.listen.admin else None
 
     async def start(self) -> None:
         if self.cfg.listen.metrics:
@@ -107,6 +109,8 @@ class Server:
         await self.cache.start()
         await self.audit.start()
         await self.grpc.start()
+        if self.admin is not None:
+            await self.admin.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(CHECK_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"listen": self.cfg.listen.check})
@@ -114,6 +118,8 @@ class Server:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let in-flight Checks finish within ``grace``, flush the audit."""
         await self.health.enter_graceful_shutdown()
+        if self.admin is not None:
+            await self.admin.stop(grace)
         await self.grpc.stop(grace)
         await self.audit.close(timeout=grace)
         await self.cache.close()

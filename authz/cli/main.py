@@ -81,10 +81,10 @@ def state(token: Token, now: float) -> str:
 
 
 async def _with_store(cfg: Config, fn: Any) -> Any:
-    from authz.adapters.redis_conn import make_client
+    from authz.adapters.redis_conn import create_client
     from authz.adapters.redis_store import RedisTokenStore, StoreUnavailable
 
-    client = make_client(cfg.redis)
+    client = create_client(cfg.redis)
     try:
         return await fn(RedisTokenStore(client, cfg.redis.key_prefix))
     except StoreUnavailable as e:
