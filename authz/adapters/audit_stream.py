@@ -1,0 +1,364 @@
+"""Audit events -> Redis Stream, off the decision path (SPEC §7).
+
+``emit`` only appends to a bounded in-memory buffer, so a decision never waits for Redis. A
+background task writes the buffer in batches, one MULTI/EXEC pipeline of XADDs per batch (so a
+batch lands entirely or not at all), and removes a batch from the buffer only after Redis
+acknowledged it: while Redis is down events stay buffered in order and are written once on
+recovery. What does not fit in the buffer, or is still buffered when ``close`` gives up, is
+counted in ``stats.dropped`` and logged (by count and token id only; never event content).
+
+Stream IDs are assigned by Redis (``*``) when a batch is written, so an entry's ID time is its
+*write* time: at or after the event's ``time`` (by up to the flush interval, or the length of a
+Redis outage). ``query`` maps its time bounds to IDs with that in mind and filters on the
+event's own ``time``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from authz.config import AuditConfig
+from authz.domain.audit_event import AuditRecord, parse_event
+
+log = logging.getLogger(__name__)
+
+RecordUse = Callable[[dict[str, tuple[int, float]]], Awaitable[None]]
+"""Token store callback: token id -> (uses in this batch, latest use time, epoch seconds)."""
+
+_BACKOFF_START = 0.05
+_BACKOFF_CAP = 2.0
+_DROP_LOG_INTERVAL = 1.0
+_FAIL_LOG_INTERVAL = 30.0
+
+_Item = tuple[dict[str, str], str | None, float]
+"""(event, token id whose use it counts or None, emit time)."""
+
+
+@dataclass(slots=True)
+class AuditStats:
+    """Counters for metrics. ``emitted`` counts events accepted into the buffer, so
+    emitted == flushed + depth + (dropped at close); ``dropped`` also counts refused emits."""
+
+    emitted: int = 0
+    flushed: int = 0
+    dropped: int = 0
+    flush_errors: int = 0
+    _depth: Callable[[], int] = field(default=lambda: 0, repr=False, compare=False)
+
+    @property
+    def depth(self) -> int:
+        """Events buffered, not yet written (the audit queue depth gauge)."""
+        return self._depth()
+
+
+def _ms(ts: float) -> int:
+    return max(0, int(ts * 1000))
+
+
+def _str(v: str | bytes) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+
+
+class AuditStream:
+    """Batched, bounded, asynchronous writer (and reader) of the audit stream."""
+
+    def __init__(
+        self,
+        client: Redis | Callable[[], Redis],
+        cfg: AuditConfig,
+        token_store_record_use: RecordUse | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        age_trim_interval: float = 60.0,
+        query_lag_seconds: float = 3600.0,
+        clock_skew_seconds: float = 60.0,
+    ) -> None:
+        """``client`` is a Redis client or a factory called once on first use (then owned and
+        closed by ``close``). It should have short socket timeouts: the flush task retries with
+        its own backoff. ``age_trim_interval``: how often the MINID trim runs when
+        ``cfg.max_age_days`` > 0. ``query_lag_seconds``/``clock_skew_seconds``: how far an
+        entry's write time (its ID) may lag behind / run ahead of the event time, for ``query``.
+        """
+        if isinstance(client, Redis):
+            self._client: Redis | None = client
+            self._factory: Callable[[], Redis] | None = None
+        else:
+            self._client = None
+            self._factory = client
+        self._cfg = cfg
+        self._record_use = token_store_record_use
+        self._clock = clock
+        self._age_trim_interval = age_trim_interval
+        self._query_lag = query_lag_seconds
+        self._clock_skew = clock_skew_seconds
+        self._buf: deque[_Item] = deque()
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self._pending_uses: dict[str, tuple[int, float]] = {}
+        self._next_age_trim = 0.0
+        self._drops_unlogged = 0
+        self._drop_token = ""
+        self._last_drop_log = float("-inf")
+        self._last_fail_log = float("-inf")
+        self.stats = AuditStats(_depth=self._buf.__len__)
+
+    # --- decision path (synchronous, O(1)) -----------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        return len(self._buf)
+
+    def would_accept(self) -> bool:
+        """Whether ``emit`` would keep an event now; strict mode denies the call otherwise."""
+        return not self._closed and len(self._buf) < self._cfg.buffer_size
+
+    def emit(
+        self, event: dict[str, str], *, token_id: str | None = None, used: bool = False
+    ) -> bool:
+        """Queue one event; False when it was dropped (buffer full or stream closed).
+
+        ``used``: the call counts as one use of ``token_id`` (default: the event's token id);
+        uses are aggregated per written batch and passed to the token store callback.
+        """
+        tid = token_id if token_id is not None else event.get("token_id", "")
+        if not self.would_accept():
+            self.stats.dropped += 1
+            self._drops_unlogged += 1
+            self._drop_token = tid
+            self._log_drops()
+            return False
+        self._buf.append((event, tid if used and tid else None, self._clock()))
+        self.stats.emitted += 1
+        if len(self._buf) >= self._cfg.batch_size:
+            self._wake.set()
+        return True
+
+    def _log_drops(self, *, force: bool = False) -> None:
+        # Rate-limited so a full buffer under load cannot flood the log.
+        now = time.monotonic()
+        if self._drops_unlogged and (force or now - self._last_drop_log >= _DROP_LOG_INTERVAL):
+            log.warning(
+                "audit: dropped %d events (buffer of %d full or stream closed; last token id %s); "
+                "%d dropped in total",
+                self._drops_unlogged,
+                self._cfg.buffer_size,
+                self._drop_token or "-",
+                self.stats.dropped,
+            )
+            self._drops_unlogged = 0
+            self._last_drop_log = now
+
+    # --- background flushing -------------------------------------------------------------------
+
+    def _redis(self) -> Redis:
+        if self._client is None:
+            assert self._factory is not None
+            self._client = self._factory()
+        return self._client
+
+    async def start(self) -> None:
+        """Start the flush task (idempotent)."""
+        if self._task is None and not self._closed:
+            self._task = asyncio.create_task(self._run(), name="audit-stream-flush")
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            if not self._stop.is_set() and len(self._buf) < self._cfg.batch_size:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._cfg.flush_interval_seconds):
+                        await self._wake.wait()
+            self._wake.clear()
+            self._log_drops()
+            if await self._drain():
+                if failures:
+                    log.info("audit: stream writable again after %d failed flushes", failures)
+                failures = 0
+                if self._stop.is_set() and not self._buf:
+                    return
+                continue
+            failures += 1
+            delay = min(_BACKOFF_CAP, _BACKOFF_START * 2 ** (failures - 1))
+            if self._stop.is_set():
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stop.wait()  # close() retries at once
+
+    async def _drain(self) -> bool:
+        """Write batches while there is a full one (the first, due by time, may be partial)."""
+        first = True
+        while self._buf and (
+            first or self._stop.is_set() or len(self._buf) >= self._cfg.batch_size
+        ):
+            first = False
+            n = min(self._cfg.batch_size, len(self._buf))
+            batch = list(itertools.islice(self._buf, n))
+            try:
+                await self._write(batch)
+            except Exception as e:  # any Redis/network error: keep the batch, back off, retry
+                self.stats.flush_errors += 1
+                now = time.monotonic()
+                loud = now - self._last_fail_log >= _FAIL_LOG_INTERVAL
+                if loud:
+                    self._last_fail_log = now
+                log.log(
+                    logging.WARNING if loud else logging.DEBUG,
+                    "audit: writing %d events failed (%s: %s); %d buffered, retrying",
+                    n,
+                    type(e).__name__,
+                    e,
+                    len(self._buf),
+                )
+                return False
+            # Only the flush task pops, only from the left; emit appends on the right: the
+            # first n items are still exactly ``batch``.
+            for _ in range(n):
+                self._buf.popleft()
+            self.stats.flushed += n
+            await self._record_uses(batch)
+        return True
+
+    async def _write(self, batch: list[_Item]) -> None:
+        cfg = self._cfg
+        trim_age = cfg.max_age_days > 0 and time.monotonic() >= self._next_age_trim
+        async with self._redis().pipeline(transaction=True) as pipe:
+            if trim_age:  # before the XADDs: the age cut-off can only concern older entries
+                oldest_ms = _ms(self._clock() - cfg.max_age_days * 86400)
+                pipe.xtrim(cfg.stream, minid=oldest_ms, approximate=True)
+            for event, _, _ in batch:
+                pipe.xadd(cfg.stream, event, maxlen=cfg.max_len, approximate=True)  # type: ignore[arg-type]
+            await pipe.execute()
+        if trim_age:
+            self._next_age_trim = time.monotonic() + self._age_trim_interval
+
+    async def _record_uses(self, batch: list[_Item]) -> None:
+        if self._record_use is None:
+            return
+        pending = self._pending_uses
+        for _, tid, at in batch:
+            if tid is not None:
+                count, last = pending.get(tid, (0, 0.0))
+                pending[tid] = (count + 1, max(last, at))
+        await self._flush_uses()
+
+    async def _flush_uses(self) -> None:
+        # Uses of a failed callback are kept and merged into the next batch's: the events are
+        # already written, so they must not be retried for the sake of the counters.
+        if not self._pending_uses or self._record_use is None:
+            return
+        uses, self._pending_uses = self._pending_uses, {}
+        try:
+            await self._record_use(uses)
+        except Exception as e:
+            log.warning(
+                "audit: recording use of %d tokens failed (%s); retrying with the next batch",
+                len(uses),
+                type(e).__name__,
+            )
+            for tid, (count, last) in uses.items():
+                c, ts = self._pending_uses.get(tid, (0, 0.0))
+                self._pending_uses[tid] = (c + count, max(ts, last))
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Flush what is buffered (for at most ``timeout`` seconds), then stop.
+
+        Events still buffered after that are counted as dropped and logged.
+        """
+        if self._closed:
+            return
+        self._stop.set()
+        self._wake.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="audit-stream-flush")
+        task = self._task
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        except Exception:
+            log.exception("audit: flush task failed")
+        self._closed = True
+        lost = len(self._buf)
+        if lost:
+            self._buf.clear()
+            self.stats.dropped += lost
+            log.error("audit: %d buffered events could not be written before shutdown", lost)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(max(0.1, timeout / 10)):
+                await self._flush_uses()
+        if self._pending_uses:
+            log.warning("audit: use counts of %d tokens were not recorded", len(self._pending_uses))
+            self._pending_uses.clear()
+        self._log_drops(force=True)
+        if self._factory is not None and self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def query(
+        self,
+        *,
+        token_id: str | None = None,
+        user: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        decision: str | None = None,
+        limit: int = 100,
+        page_size: int = 1000,
+    ) -> list[AuditRecord]:
+        """Events matching every given filter, newest (last written) first, at most ``limit``.
+
+        ``since``/``until`` (epoch seconds, inclusive) bound the event ``time``. They narrow the
+        scanned ID range only by margins the IDs can be trusted for: an entry is written at
+        most ``query_lag_seconds`` after its event (longer Redis outages excepted) and a
+        replica clock may run ``clock_skew_seconds`` ahead of Redis's.
+        """
+        if limit <= 0:
+            return []
+        hi = "+" if until is None else str(_ms(until + self._query_lag))
+        lo = "-" if since is None else str(_ms(since - self._clock_skew))
+        want_decision = decision.lower() if decision else None
+        # Event times have millisecond resolution: compare in whole milliseconds.
+        since_ms = None if since is None else _ms(since)
+        until_ms = None if until is None else _ms(until)
+        out: list[AuditRecord] = []
+        client = self._redis()
+        while True:
+            entries = await client.xrevrange(self._cfg.stream, max=hi, min=lo, count=page_size)
+            for entry_id, fields in entries or ():
+                rec = parse_event(fields, entry_id)
+                if token_id is not None and rec.token_id != token_id:
+                    continue
+                if user is not None and not rec.matches_user(user):
+                    continue
+                if want_decision is not None and rec.decision.lower() != want_decision:
+                    continue
+                if since_ms is not None or until_ms is not None:
+                    ts = round(rec.timestamp * 1000)
+                    if (since_ms is not None and ts < since_ms) or (
+                        until_ms is not None and ts > until_ms
+                    ):
+                        continue
+                out.append(rec)
+                if len(out) >= limit:
+                    return out
+            if not entries or len(entries) < page_size:
+                return out
+            hi = "(" + _str(entries[-1][0])

@@ -1,0 +1,210 @@
+"""Audit events (SPEC §7): one flat string map per token call, and its parsed read-back form.
+
+Pure: the adapter (``authz.adapters.audit_stream``) writes the map with XADD and reads it back
+with XRANGE. The event is built from an allow-list of fields, so no request header other than
+``user-agent`` can reach the audit, and any fragment of the ``Authorization`` credential that
+still turns up in a field (a client pasting its secret into the query or user agent) is masked.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from authz.domain.model import Decision, HttpRequest, Outcome
+
+USER_AGENT_MAX = 512
+"""User agents are client-chosen; capped so one event stays small."""
+
+EVENT_FIELDS: tuple[str, ...] = (
+    "time",
+    "token_id",
+    "token_label",
+    "token_user",
+    "login",
+    "effective_user",
+    "method",
+    "scheme",
+    "host",
+    "path",
+    "decision",
+    "reason",
+    "status",
+    "matched_limit",
+    "client_ip",
+    "user_agent",
+    "request_id",
+    "trace_id",
+)
+"""Fields of every event; ``query`` is added only when ``audit.include_query`` is on."""
+
+_MASK = "***"
+_MIN_SECRET_LEN = 8
+"""Shorter credential fragments are not masked: they would mask ordinary text (e.g. "Basic")."""
+
+
+def format_time(ts: float) -> str:
+    """ISO-8601 UTC with milliseconds, e.g. ``2024-05-01T12:00:00.123Z``."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> float | None:
+    """Inverse of :func:`format_time`; None when ``text`` is not a timestamp."""
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def _credential_fragments(authorization: str) -> list[str]:
+    """Every string that would disclose the credential: raw value, scheme payload, decoded secret.
+
+    Longest first, so masking a longer fragment happens before its substrings are considered.
+    """
+    raw = authorization.strip()
+    found = {raw}
+    scheme, _, payload = raw.partition(" ")
+    payload = payload.strip()
+    found.add(payload)
+    if scheme.lower() == "basic" and payload:
+        try:
+            decoded = base64.b64decode(payload, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            decoded = ""
+        found.add(decoded)
+        found.add(decoded.partition(":")[2])
+    return sorted((f for f in found if len(f) >= _MIN_SECRET_LEN), key=len, reverse=True)
+
+
+def _mask(value: str, fragments: list[str]) -> str:
+    # Each replacement shortens the value (mask < fragment), so the loop terminates, and it
+    # repeats until no fragment remains even where masking joined pieces into a new one.
+    changed = True
+    while changed:
+        changed = False
+        for frag in fragments:
+            if frag in value:
+                value = value.replace(frag, _MASK)
+                changed = True
+    return value
+
+
+def build_event(
+    request: HttpRequest,
+    decision: Decision,
+    *,
+    now: float,
+    include_query: bool,
+    client_ip: str | None = None,
+) -> dict[str, str]:
+    """The XADD field map for one decision; every value a string, '' when absent.
+
+    ``client_ip`` is the address the decision used (X-Forwarded-For hops); Envoy's socket
+    address (``request.source_ip``) when not given.
+    """
+    token = decision.token
+    if decision.outcome is Outcome.DENY:
+        verdict = "deny"
+    elif decision.outcome is Outcome.ALLOW:
+        verdict = "allow"
+    else:
+        verdict = decision.outcome.value
+    event = {
+        "time": format_time(now),
+        "token_id": token.id if token else "",
+        "token_label": token.label if token else "",
+        "token_user": (token.user or "") if token else "",
+        "login": decision.login,
+        "effective_user": decision.effective_user,
+        "method": request.method,
+        "scheme": request.scheme,
+        "host": request.host,
+        "path": request.path,
+        "decision": verdict,
+        "reason": decision.reason.value,
+        "status": str(decision.status),
+        "matched_limit": decision.matched_limit,
+        "client_ip": request.source_ip if client_ip is None else client_ip,
+        "user_agent": request.headers.get("user-agent", "")[:USER_AGENT_MAX],
+        "request_id": request.request_id,
+        "trace_id": request.trace_id,
+    }
+    if include_query:
+        event["query"] = request.query
+    fragments = _credential_fragments(request.headers.get("authorization", ""))
+    if fragments:
+        event = {k: _mask(v, fragments) for k, v in event.items()}
+    return event
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audit event as read back from the stream (for the admin audit query)."""
+
+    time: str
+    token_id: str = ""
+    token_label: str = ""
+    token_user: str = ""
+    login: str = ""
+    effective_user: str = ""
+    method: str = ""
+    scheme: str = ""
+    host: str = ""
+    path: str = ""
+    query: str = ""
+    decision: str = ""
+    reason: str = ""
+    status: int = 0
+    matched_limit: str = ""
+    client_ip: str = ""
+    user_agent: str = ""
+    request_id: str = ""
+    trace_id: str = ""
+    id: str = ""
+    """Stream entry ID (``<ms>-<seq>``, Redis's clock at write time); '' when unknown."""
+    extra: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Fields this version does not know (e.g. the admin events' ``kind``/``action``)."""
+
+    @property
+    def timestamp(self) -> float:
+        """Event time in epoch seconds; falls back to the entry ID's write time."""
+        ts = parse_time(self.time)
+        if ts is not None:
+            return ts
+        ms, _, _ = self.id.partition("-")
+        return int(ms) / 1000 if ms.isascii() and ms.isdigit() else 0.0
+
+    def matches_user(self, user: str) -> bool:
+        """Token user, login or effective user equals ``user`` (case-insensitive, as logins)."""
+        u = user.casefold()
+        return any(
+            v and v.casefold() == u for v in (self.token_user, self.login, self.effective_user)
+        )
+
+
+def _s(v: str | bytes) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+
+
+_RECORD_STR_FIELDS = frozenset(EVENT_FIELDS) | {"query"}
+
+
+def parse_event(
+    fields: Mapping[str, str] | Mapping[bytes, bytes], entry_id: str | bytes = ""
+) -> AuditRecord:
+    """Stream entry fields (bytes or str) -> AuditRecord; unknown fields are ignored."""
+    kv = {_s(k): _s(v) for k, v in fields.items()}
+    args: dict[str, str] = {k: v for k, v in kv.items() if k in _RECORD_STR_FIELDS}
+    extra = {k: v for k, v in kv.items() if k not in _RECORD_STR_FIELDS}
+    try:
+        status = int(args.pop("status", "0"))
+    except ValueError:
+        status = 0
+    args.setdefault("time", "")
+    return AuditRecord(status=status, id=_s(entry_id), extra=extra, **args)

@@ -1,0 +1,209 @@
+"""build_event / parse_event: the audit event holds exactly the SPEC §7 fields and no secret."""
+
+from __future__ import annotations
+
+import base64
+import string
+
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from authz.domain.audit_event import (
+    EVENT_FIELDS,
+    USER_AGENT_MAX,
+    AuditRecord,
+    build_event,
+    format_time,
+    parse_event,
+    parse_time,
+)
+from authz.domain.model import Decision, HttpRequest, Outcome, Reason, Token
+
+SECRET = "jat_0123456789abcdefghijABCDEFGHIJ0123456789"
+TOKEN = Token(id="tok1", secret_hash="h" * 64, label="ci bot", user="alice")
+
+
+def _request(**kw: object) -> HttpRequest:
+    base: dict[str, object] = {
+        "method": "POST",
+        "scheme": "https",
+        "host": "jira.example.com",
+        "path": "/rest/api/2/issue/AAA-1/comment",
+        "query": "expand=names",
+        "headers": {
+            "authorization": "Basic " + base64.b64encode(f"alice:{SECRET}".encode()).decode(),
+            "user-agent": "curl/8.5",
+            "cookie": "JSESSIONID=cookie-value-1234",
+        },
+        "source_ip": "10.0.0.7",
+        "request_id": "req-1",
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+    }
+    base.update(kw)
+    return HttpRequest(**base)  # type: ignore[arg-type]
+
+
+ALLOW = Decision(
+    outcome=Outcome.ALLOW,
+    reason=Reason.OK,
+    token=TOKEN,
+    login="alice",
+    effective_user="bob",
+    matched_limit="[post].*/rest/api/2/issue/.*",
+    token_like=True,
+)
+
+
+def test_allow_event_has_every_spec_field() -> None:
+    ev = build_event(_request(), ALLOW, now=1714564800.1234, include_query=False)
+    assert ev == {
+        "time": "2024-05-01T12:00:00.123Z",
+        "token_id": "tok1",
+        "token_label": "ci bot",
+        "token_user": "alice",
+        "login": "alice",
+        "effective_user": "bob",
+        "method": "POST",
+        "scheme": "https",
+        "host": "jira.example.com",
+        "path": "/rest/api/2/issue/AAA-1/comment",
+        "decision": "allow",
+        "reason": "ok",
+        "status": "200",
+        "matched_limit": "[post].*/rest/api/2/issue/.*",
+        "client_ip": "10.0.0.7",
+        "user_agent": "curl/8.5",
+        "request_id": "req-1",
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+    }
+    assert tuple(ev) == EVENT_FIELDS
+
+
+def test_deny_without_token_uses_empty_strings() -> None:
+    dec = Decision(outcome=Outcome.DENY, reason=Reason.UNKNOWN_TOKEN, status=401, login="mallory")
+    ev = build_event(_request(headers={}), dec, now=0.0, include_query=True)
+    assert ev["decision"] == "deny"
+    assert ev["reason"] == "unknown_token"
+    assert ev["status"] == "401"
+    assert ev["token_id"] == ev["token_label"] == ev["token_user"] == ""
+    assert ev["user_agent"] == ""
+    assert ev["query"] == "expand=names"
+    assert ev["time"] == "1970-01-01T00:00:00.000Z"
+
+
+def test_client_ip_override_and_user_agent_truncation() -> None:
+    req = _request(headers={"user-agent": "x" * 5000})
+    ev = build_event(req, ALLOW, now=0.0, include_query=False, client_ip="203.0.113.9")
+    assert ev["client_ip"] == "203.0.113.9"
+    assert ev["user_agent"] == "x" * USER_AGENT_MAX
+
+
+def test_secret_pasted_into_query_or_user_agent_is_masked() -> None:
+    req = _request(
+        query=f"token={SECRET}",
+        headers={"authorization": f"Bearer {SECRET}", "user-agent": f"script {SECRET}"},
+    )
+    ev = build_event(req, ALLOW, now=0.0, include_query=True)
+    assert ev["query"] == "token=***"
+    assert ev["user_agent"] == "script ***"
+    assert all(SECRET not in v for v in ev.values())
+
+
+def test_time_round_trip() -> None:
+    assert parse_time(format_time(1714564800.5)) == 1714564800.5
+    assert parse_time("not a time") is None
+
+
+def test_parse_event_round_trip_from_bytes() -> None:
+    ev = build_event(_request(), ALLOW, now=1714564800.25, include_query=True)
+    raw = {k.encode(): v.encode() for k, v in ev.items()}
+    raw[b"future_field"] = b"ignored"
+    rec = parse_event(raw, b"1714564800300-0")
+    assert isinstance(rec, AuditRecord)
+    assert rec.id == "1714564800300-0"
+    assert rec.token_id == "tok1"
+    assert rec.status == 200
+    assert rec.query == "expand=names"
+    assert rec.timestamp == 1714564800.25
+    assert rec.matches_user("ALICE") and rec.matches_user("Bob")
+    assert rec.extra == {"future_field": "ignored"}
+    assert hash(rec)  # usable in sets
+    assert not rec.matches_user("carol")
+
+
+def test_parse_event_tolerates_missing_and_bad_fields() -> None:
+    rec = parse_event({"status": "oops"}, "1714564800300-7")
+    assert rec.status == 0
+    assert rec.time == ""
+    assert rec.timestamp == 1714564800.3  # falls back to the entry ID's time
+    assert not rec.matches_user("")
+
+
+# --- properties -----------------------------------------------------------------------------
+
+_text = st.text(max_size=60)
+_header_names = st.text(alphabet=string.ascii_lowercase + "-", min_size=1, max_size=20).filter(
+    lambda n: n not in ("authorization", "user-agent")
+)
+
+
+@st.composite
+def _authorization(draw: st.DrawFn) -> tuple[str, list[str]]:
+    """An Authorization value and the fragments of it that must never be audited."""
+    # Envoy trims header values, so a credential never starts or ends with whitespace.
+    secret = draw(st.text(min_size=8, max_size=60).filter(lambda s: s == s.strip()))
+    kind = draw(st.sampled_from(["basic", "bearer", "raw"]))
+    if kind == "basic":
+        login = draw(st.text(alphabet=string.ascii_letters, max_size=10))
+        payload = base64.b64encode(f"{login}:{secret}".encode()).decode()
+        return f"Basic {payload}", [payload, secret]
+    if kind == "bearer":
+        return f"Bearer {secret}", [secret]
+    return secret, [secret]
+
+
+@given(
+    auth=_authorization(),
+    ua=_text,
+    path=_text,
+    query=_text,
+    login=_text,
+    other=st.dictionaries(_header_names, st.uuids().map(lambda u: f"hv-{u}"), max_size=5),
+    include_query=st.booleans(),
+    now=st.floats(min_value=0, max_value=4e9),
+)
+def test_no_credential_or_other_header_ever_leaks(
+    auth: tuple[str, list[str]],
+    ua: str,
+    path: str,
+    query: str,
+    login: str,
+    other: dict[str, str],
+    include_query: bool,
+    now: float,
+) -> None:
+    value, fragments = auth
+    headers = {**other, "authorization": value, "user-agent": ua}
+    req = _request(headers=headers, path=path, query=query)
+    dec = Decision(outcome=Outcome.DENY, reason=Reason.WRONG_USER, status=401, login=login)
+    ev = build_event(req, dec, now=now, include_query=include_query)
+
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in ev.items())
+    assert set(ev) == set(EVENT_FIELDS) | ({"query"} if include_query else set())
+    for field_value in ev.values():
+        assert value not in field_value
+        for frag in fragments:
+            assert frag not in field_value
+        for hv in other.values():
+            assert hv not in field_value
+    assert len(ev["user_agent"]) <= USER_AGENT_MAX
+
+
+@given(ua=st.text(alphabet=string.printable, max_size=600), include_query=st.booleans())
+def test_fields_unchanged_when_no_credential_fragment_occurs(ua: str, include_query: bool) -> None:
+    assume(SECRET not in ua)
+    req = _request(headers={"authorization": f"Bearer {SECRET}", "user-agent": ua})
+    ev = build_event(req, ALLOW, now=1.0, include_query=include_query)
+    assert ev["user_agent"] == ua[:USER_AGENT_MAX]
+    assert ("query" in ev) is include_query
+    assert parse_event(ev).user_agent == ev["user_agent"]
