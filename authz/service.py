@@ -14,6 +14,7 @@ from authz import metrics
 from authz.domain.audit_event import build_event
 from authz.domain.decide import Policy, judge, screen
 from authz.domain.model import Decision, HttpRequest, Outcome, Reason, Token
+from authz.domain.network import client_ip
 from authz.domain.secrets import hash_secret
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,10 @@ class CheckService:
                 "audit trail unavailable; try again", token=decision.token,
                 login=decision.login, effective_user=decision.effective_user, token_like=True,
             )
-        event = build_event(req, decision, now=self.clock(), include_query=self.include_query)
+        ip = client_ip(req.source_ip, req.headers.get("x-forwarded-for"),
+                       self.policy.xff_trusted_hops)
+        event = build_event(req, decision, now=self.clock(), include_query=self.include_query,
+                            client_ip=ip)
         token_id = decision.token.id if decision.token else None
         if not self.audit.emit(event, token_id=token_id,
                                used=decision.outcome is Outcome.ALLOW):

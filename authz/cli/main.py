@@ -1,6 +1,8 @@
-"""``jira-authz``: serve, run the local stack, manage tokens.
+"""``jira-authz``: serve, run the local stack, manage tokens, read the audit.
 
-Every error ends with a one-line reason on stderr and a non-zero exit, never a traceback.
+Token and audit commands work against Redis directly (``--redis-url``) or through the admin API
+(``--admin-url``). Every error ends with a one-line reason on stderr and exit code 1 (2 for
+usage errors), never a traceback.
 """
 
 from __future__ import annotations
@@ -12,33 +14,31 @@ import datetime as dt
 import json
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
+from authz.cli import render
 from authz.config import Config, ConfigError, load_config
-from authz.domain.issuing import DAY, InvalidToken, TokenRequest, issue
-from authz.domain.model import Token
+from authz.domain.issuing import DAY, TokenRequest
 
-EXIT_USAGE = 2
 EXIT_FAIL = 1
+T = TypeVar("T")
 
 
 class CliError(Exception):
     """A one-line reason for the user; exit code 1."""
 
 
-def _iso(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace(
-        "+00:00", "Z")
-
-
-def _parse_time(text: str) -> float:
+def parse_time(text: str, flag: str) -> float:
+    """ISO-8601 date/time (UTC when no zone), or a relative '15m', '2h', '7d' ago."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * units[text[-1]]
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise CliError(f"--expires-at: {text!r} is not an ISO-8601 date or time") from None
+        raise CliError(f"{flag}: {text!r} is not an ISO-8601 time or a duration like 2h") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return value.timestamp()
@@ -52,45 +52,35 @@ def _config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def token_json(token: Token) -> dict[str, Any]:
-    """Public view of a token: every field but the secret hash."""
-    return {
-        "id": token.id,
-        "label": token.label,
-        "user": token.user,
-        "logins": list(token.logins),
-        "created_at": _iso(token.created_at),
-        "created_by": token.created_by,
-        "expires_at": _iso(token.expires_at) or None,
-        "limits": list(token.limits),
-        "ips": list(token.ips),
-        "on_behalf_of": list(token.on_behalf_of),
-        "revoked_at": _iso(token.revoked_at) or None,
-        "last_used_at": _iso(token.last_used_at) or None,
-        "use_count": token.use_count,
-        "state": state(token, time.time()),
-    }
+def _run(args: argparse.Namespace, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Open the backend the flags choose, run one operation, map its errors to one line."""
+    from authz.adapters.redis_store import StoreError, StoreUnavailable
+    from authz.admin.operations import AdminError
+    from authz.cli.backends import BackendError, open_backend
 
+    cfg = _config(args)
 
-def state(token: Token, now: float) -> str:
-    if token.is_revoked(now):
-        return "revoked"
-    if token.is_expired(now):
-        return "expired"
-    return "active"
+    async def go() -> T:
+        backend = open_backend(args, cfg)
+        try:
+            return await fn(backend)
+        finally:
+            await backend.close()
 
-
-async def _with_store(cfg: Config, fn: Any) -> Any:
-    from authz.adapters.redis_conn import create_client
-    from authz.adapters.redis_store import RedisTokenStore, StoreUnavailable
-
-    client = create_client(cfg.redis)
     try:
-        return await fn(RedisTokenStore(client, cfg.redis.key_prefix))
-    except StoreUnavailable as e:
-        raise CliError(f"cannot reach Redis at the configured URL: {e}") from None
-    finally:
-        await client.aclose()
+        return asyncio.run(go())
+    except AdminError as e:
+        raise CliError(str(e)) from None
+    except StoreUnavailable:
+        raise CliError("cannot reach Redis (check --redis-url / JIRA_AUTHZ_REDIS_URL)") from None
+    except (StoreError, BackendError) as e:
+        raise CliError(str(e)) from None
+    except OSError as e:
+        raise CliError(f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")) from None
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, ensure_ascii=False))
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -112,106 +102,225 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_up(args)
 
 
-def cmd_token_create(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    now = time.time()
+def _expiry(args: argparse.Namespace, now: float) -> float | None:
     if args.expires_in_days is not None and args.expires_at is not None:
         raise CliError("give --expires-in-days or --expires-at, not both")
-    expires_at = None
     if args.expires_in_days is not None:
         if args.expires_in_days <= 0:
             raise CliError("--expires-in-days must be > 0")
-        expires_at = now + args.expires_in_days * DAY
-    elif args.expires_at is not None:
-        expires_at = _parse_time(args.expires_at)
+        return now + args.expires_in_days * DAY
+    if args.expires_at is not None:
+        return parse_time(args.expires_at, "--expires-at")
+    return None
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    now = time.time()
     req = TokenRequest(
-        label=args.label, user=args.user, logins=args.login, expires_at=expires_at,
-        limits=args.limit, ips=args.ip, on_behalf_of=args.on_behalf_of,
-        created_by=args.created_by, secret=args.secret,
+        label=args.label, user=args.user, logins=args.login, expires_at=_expiry(args, now),
+        limits=args.limit, ips=args.ip, on_behalf_of=args.on_behalf_of, secret=args.secret,
     )
-    try:
-        token, secret = issue(req, now=now, max_lifetime_days=cfg.policy.max_lifetime_days)
-    except InvalidToken as e:
-        raise CliError("token refused: " + "; ".join(e.problems)) from None
-
-    async def run(store: Any) -> None:
-        await store.create(token)
-
-    asyncio.run(_with_store(cfg, run))
+    token, secret = _run(args, lambda b: b.create(req))
     if args.json:
-        print(json.dumps({**token_json(token), "secret": secret}))
-    else:
-        print(f"Created token {token.id} ({token.label or 'no label'}).")
-        print(f"Secret (shown once, store it now): {secret}")
-        login = token.user or "LOGIN"
-        print(f"Try: curl -u '{login}:{secret}' https://JIRA/rest/api/2/myself")
+        _print_json({**render.token_json(token, now), "secret": secret})
+        return 0
+    print(f"Created token {token.id} ({token.label or 'no label'}).")
+    print(f"Secret — shown once, store it now: {secret}\n")
+    print(render.snippets(token, secret, args.base_url))
     return 0
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    tokens = asyncio.run(_with_store(cfg, lambda s: s.list()))
-    rows = [token_json(t) for t in tokens]
+    async def op(b: Any) -> list[Any]:
+        out: list[Any] = []
+        page = ""
+        while True:
+            tokens, page = await b.list(user=args.user, label=args.label, state=args.state,
+                                        page_size=1000, page_token=page)
+            out += tokens
+            if not page:
+                return out
+
+    tokens = _run(args, op)
+    now = time.time()
     if args.json:
-        print(json.dumps(rows))
-        return 0
-    cols = ("id", "label", "user", "state", "expires_at", "use_count", "last_used_at")
-    table = [cols] + [tuple(str(r[c] if r[c] is not None else "") for c in cols) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    for row in table:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        _print_json([render.token_json(t, now) for t in tokens])
+    else:
+        print(render.token_table(tokens, now))
+    return 0
+
+
+def cmd_token_show(args: argparse.Namespace) -> int:
+    token = _run(args, lambda b: b.get(args.id))
+    now = time.time()
+    if args.json:
+        _print_json(render.token_json(token, now))
+    else:
+        print(render.token_details(token, now))
+    return 0
+
+
+def cmd_token_edit(args: argparse.Namespace) -> int:
+    if args.clear_limits and args.limit:
+        raise CliError("give --limit lines or --clear-limits, not both")
+    limits = [] if args.clear_limits else (args.limit or None)
+    if args.label is None and limits is None:
+        raise CliError("nothing to change: give --label, --limit or --clear-limits")
+    token = _run(args, lambda b: b.update(args.id, label=args.label, limits=limits))
+    now = time.time()
+    if args.json:
+        _print_json(render.token_json(token, now))
+    else:
+        print(f"Updated token {token.id}.\n" + render.token_details(token, now))
     return 0
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from authz.adapters.redis_store import TokenNotFound
-
-    cfg = _config(args)
-
-    async def run(store: Any) -> Token:
-        try:
-            return await store.revoke(args.id, time.time())
-        except TokenNotFound:
-            raise CliError(f"no token with id {args.id!r}") from None
-
-    token = asyncio.run(_with_store(cfg, run))
+    token = _run(args, lambda b: b.revoke(args.id))
     if args.json:
-        print(json.dumps(token_json(token)))
+        _print_json(render.token_json(token, time.time()))
     else:
-        print(f"Revoked token {token.id} at {_iso(token.revoked_at)}.")
+        print(f"Revoked token {token.id} at {render.iso(token.revoked_at)}.")
     return 0
+
+
+def cmd_token_rotate(args: argparse.Namespace) -> int:
+    if args.grace_seconds < 0:
+        raise CliError("--grace-seconds must be >= 0")
+    new, secret, old = _run(args, lambda b: b.rotate(args.id, grace_seconds=args.grace_seconds))
+    now = time.time()
+    if args.json:
+        _print_json({**render.token_json(new, now), "secret": secret,
+                     "previous": render.token_json(old, now)})
+        return 0
+    when = "now" if not args.grace_seconds else f"at {render.iso(old.revoked_at)}"
+    print(f"New token {new.id} replaces {old.id} (revoked {when}).")
+    print(f"Secret — shown once, store it now: {secret}\n")
+    print(render.snippets(new, secret, args.base_url))
+    return 0
+
+
+def cmd_token_test(args: argparse.Namespace) -> int:
+    body = None
+    if args.body:
+        try:
+            body = Path(args.body).read_bytes()
+        except OSError as e:
+            raise CliError(f"--body: cannot read {args.body}: {e.strerror}") from None
+    result = _run(args, lambda b: b.test_limits(args.id, method=args.method, url=args.url,
+                                                body=body))
+    if args.json:
+        _print_json(dataclasses.asdict(result))
+    else:
+        verdict = "ALLOW" if result.allowed else "DENY"
+        print(f"{verdict} {args.method.upper()} {args.url}: {result.reason}")
+    return 0 if result.allowed else 3
+
+
+def cmd_token_import(args: argparse.Namespace) -> int:
+    try:
+        data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as e:
+        raise CliError(f"cannot read {args.file}: {e.strerror}") from None
+    report = _run(args, lambda b: b.import_extender(data, apply=args.apply))
+    invalid = [it for it in report.items if it.status == "invalid"]
+    if args.json:
+        _print_json({
+            "applied": report.applied,
+            "tokens": [{"label": it.label, "user": it.user, "status": it.status,
+                        "problems": list(it.problems), "id": report.ids.get(it.index)}
+                       for it in report.items],
+        })
+    else:
+        print(render.table(
+            [(str(it.index), it.label, it.user or "(any)", it.status,
+              report.ids.get(it.index, ""), "; ".join(it.problems)) for it in report.items],
+            ("#", "LABEL", "USER", "STATUS", "ID", "PROBLEMS"),
+        ))
+        if report.applied:
+            print(f"\nImported {len(report.ids)} token(s).")
+        elif invalid:
+            print(f"\nNothing imported: {len(invalid)} token(s) are invalid; fix them and retry.")
+        else:
+            print("\nDry run: nothing written. Run again with --apply to import.")
+    if invalid:
+        raise CliError(f"{len(invalid)} token(s) refused; nothing imported")
+    return 0
+
+
+def cmd_token_snippet(args: argparse.Namespace) -> int:
+    token = _run(args, lambda b: b.get(args.id))
+    print(render.snippets(token, None, args.base_url))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    if args.decision and args.decision not in ("allow", "deny"):
+        raise CliError("--decision must be allow or deny")
+    filters = {
+        "token_id": args.token, "user": args.user, "decision": args.decision,
+        "since": parse_time(args.since, "--since") if args.since else None,
+        "until": parse_time(args.until, "--until") if args.until else None,
+        "limit": args.limit,
+    }
+    records = _run(args, lambda b: b.audit(**filters))
+    records = list(reversed(records))  # oldest first reads like a log
+    _show_audit(args, records)
+    if not args.follow:
+        return 0
+    seen = {r.id for r in records}
+    since = max((r.timestamp for r in records), default=time.time())
+    try:
+        while True:
+            time.sleep(1.0)
+            window = {**filters, "since": since, "limit": 1000}
+            batch = _run(args, lambda b, w=window: b.audit(**w))
+            fresh = [r for r in reversed(batch) if r.id not in seen]
+            seen.update(r.id for r in fresh)
+            if fresh:
+                since = max(since, *(r.timestamp for r in fresh))
+                _show_audit(args, fresh, header=False)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _show_audit(args: argparse.Namespace, records: Sequence[Any], header: bool = True) -> None:
+    if args.json:
+        for r in records:
+            _print_json(render.audit_json(r))
+    else:
+        text = render.audit_table(records)
+        print(text if header else "\n".join(text.splitlines()[1:]), flush=True)
 
 
 # --- parser -----------------------------------------------------------------------------------
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config file (environment JIRA_AUTHZ_* overrides it)")
-    p.add_argument("--redis-url", help="Redis URL (default: config, or JIRA_AUTHZ_REDIS_URL)")
+def _store_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where tokens live (one of)")
+    g.add_argument("--config", help="YAML config file (environment JIRA_AUTHZ_* overrides it)")
+    g.add_argument("--redis-url", help="Redis URL (default: config, or JIRA_AUTHZ_REDIS_URL)")
+    g.add_argument("--admin-url", help="admin API host:port (https://host:port for TLS)")
+    g.add_argument("--admin-token-file", help="file with the admin bearer secret "
+                   "(default: environment JIRA_AUTHZ_ADMIN_TOKEN)")
+    g.add_argument("--admin-ca", help="CA bundle for a TLS admin API")
+    g.add_argument("--admin-cert", help="client certificate for mTLS")
+    g.add_argument("--admin-key", help="client key for mTLS")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jira-authz", description="API tokens for Jira behind Envoy ext_authz."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _base_url(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-url", default="https://jira.example.com",
+                   help="Jira URL used in the snippets")
 
-    p = sub.add_parser("serve", help="run the ext_authz gRPC server")
-    _common(p)
-    p.add_argument("--log-level", default="info",
-                   choices=["debug", "info", "warning", "error"])
-    p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("up", help="run the local stack: Redis, authz, Envoy, stub Jira")
-    from authz.stack.local import add_up_arguments
-
-    add_up_arguments(p)
-    p.set_defaults(func=cmd_up)
-
+def _token_parsers(sub: Any) -> None:
     tok = sub.add_parser("token", help="manage API tokens").add_subparsers(
         dest="token_command", required=True, metavar="ACTION")
+
     p = tok.add_parser("create", help="create a token; prints its secret once")
-    _common(p)
+    _store_flags(p)
+    _base_url(p)
     p.add_argument("--label", default="")
     p.add_argument("--user", help="bind the token to this Jira user")
     p.add_argument("--login", action="append", default=[],
@@ -223,20 +332,94 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ip", action="append", default=[], metavar="CIDR")
     p.add_argument("--on-behalf-of", action="append", default=[], metavar="USER|*")
     p.add_argument("--secret", help="import an existing secret (e.g. from Extender)")
-    p.add_argument("--created-by", default="cli")
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_token_create)
 
     p = tok.add_parser("list", help="list tokens")
-    _common(p)
-    p.add_argument("--json", action="store_true")
+    _store_flags(p)
+    p.add_argument("--user")
+    p.add_argument("--label", help="label contains (case-insensitive)")
+    p.add_argument("--state", choices=["active", "expired", "revoked"])
     p.set_defaults(func=cmd_token_list)
 
-    p = tok.add_parser("revoke", help="revoke a token on every replica within a second")
-    _common(p)
+    p = tok.add_parser("show", help="one token's details")
+    _store_flags(p)
     p.add_argument("id")
-    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_token_show)
+
+    p = tok.add_parser("edit", help="replace a token's label and/or limit lines")
+    _store_flags(p)
+    p.add_argument("id")
+    p.add_argument("--label")
+    p.add_argument("--limit", action="append", default=[], metavar="LINE",
+                   help="the new set of lines (repeatable; replaces every line)")
+    p.add_argument("--clear-limits", action="store_true", help="remove every limit line")
+    p.set_defaults(func=cmd_token_edit)
+
+    p = tok.add_parser("revoke", help="revoke a token on every replica within a second")
+    _store_flags(p)
+    p.add_argument("id")
     p.set_defaults(func=cmd_token_revoke)
+
+    p = tok.add_parser("rotate", help="new secret, same settings; old token revoked")
+    _store_flags(p)
+    _base_url(p)
+    p.add_argument("id")
+    p.add_argument("--grace-seconds", type=float, default=0.0,
+                   help="keep the old token working this long (default: revoke now)")
+    p.set_defaults(func=cmd_token_rotate)
+
+    p = tok.add_parser("test", help="would the token allow this request? (no traffic sent)")
+    _store_flags(p)
+    p.add_argument("id")
+    p.add_argument("--method", required=True)
+    p.add_argument("--url", required=True, help="full URL, e.g. https://jira/rest/api/2/issue/A-1")
+    p.add_argument("--body", help="file with the JSON request body (for JsonData lines)")
+    p.set_defaults(func=cmd_token_test)
+
+    p = tok.add_parser("import", help="import Extender's tokenTools/get JSON (dry run by default)")
+    _store_flags(p)
+    p.add_argument("file", help="JSON file, or - for standard input")
+    p.add_argument("--apply", action="store_true", help="write the tokens")
+    p.set_defaults(func=cmd_token_import)
+
+    p = tok.add_parser("snippet", help="print the curl/JavaScript/Python snippets again")
+    _store_flags(p)
+    _base_url(p)
+    p.add_argument("id")
+    p.set_defaults(func=cmd_token_snippet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jira-authz", description="API tokens for Jira behind Envoy ext_authz."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the ext_authz gRPC server")
+    p.add_argument("--config", help="YAML config file (environment JIRA_AUTHZ_* overrides it)")
+    p.add_argument("--redis-url", help="Redis URL (default: config, or JIRA_AUTHZ_REDIS_URL)")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("up", help="run the local stack: Redis, authz, Envoy, stub Jira")
+    from authz.stack.local import add_up_arguments
+
+    add_up_arguments(p)
+    p.set_defaults(func=cmd_up)
+
+    _token_parsers(sub)
+
+    p = sub.add_parser("audit", help="who used which token, and when")
+    _store_flags(p)
+    p.add_argument("--token", help="token id")
+    p.add_argument("--user", help="token user, login or effective user")
+    p.add_argument("--since", help="ISO-8601 time or a duration ago such as 2h")
+    p.add_argument("--until", help="ISO-8601 time or a duration ago")
+    p.add_argument("--decision", help="allow or deny")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--follow", action="store_true", help="keep printing new events")
+    p.set_defaults(func=cmd_audit)
     return parser
 
 

@@ -1,0 +1,195 @@
+"""Where CLI commands run: against Redis directly, or through a remote admin API.
+
+Both backends expose the same async methods and return domain objects, so every command is
+written once and works the same with ``--redis-url`` and with ``--admin-url``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+
+from authz.admin.operations import AdminError, ImportReport, LimitTest, TokenAdmin
+from authz.config import Config
+from authz.domain.audit_event import AuditRecord, parse_event
+from authz.domain.extender_import import ImportItem
+from authz.domain.issuing import TokenRequest
+from authz.domain.model import Token
+
+
+class BackendError(Exception):
+    """One-line reason for the user."""
+
+
+class Backend(Protocol):
+    async def create(self, req: TokenRequest) -> tuple[Token, str]: ...
+    async def get(self, token_id: str) -> Token: ...
+    async def list(self, *, user: str | None, label: str | None, state: str | None,
+                   page_size: int, page_token: str) -> tuple[list[Token], str]: ...
+    async def update(self, token_id: str, *, label: str | None,
+                     limits: Sequence[str] | None) -> Token: ...
+    async def revoke(self, token_id: str) -> Token: ...
+    async def rotate(self, token_id: str, *, grace_seconds: float) -> tuple[Token, str, Token]: ...
+    async def test_limits(self, token_id: str, *, method: str, url: str,
+                          body: bytes | None) -> LimitTest: ...
+    async def import_extender(self, data: bytes, *, apply: bool) -> ImportReport: ...
+    async def audit(self, **filters: Any) -> list[AuditRecord]: ...
+    async def close(self) -> None: ...
+
+
+def default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
+
+
+class DirectBackend:
+    """Straight to Redis (``--redis-url``): for operators with access to the store."""
+
+    def __init__(self, cfg: Config, actor: str) -> None:
+        from authz.adapters.redis_conn import create_client
+
+        self.client = create_client(cfg.redis)
+        self.admin = TokenAdmin(self.client, cfg, actor=f"{actor} (cli)")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.admin, name)
+
+    async def revoke(self, token_id: str) -> Token:
+        return await self.admin.revoke(token_id)
+
+    async def audit(self, **filters: Any) -> list[AuditRecord]:
+        return await self.admin.audit_query(**filters)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class RemoteBackend:
+    """Through the admin gRPC API (``--admin-url``) with the admin credential."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None,
+        ca_file: str | None,
+        cert_file: str | None,
+        key_file: str | None,
+        actor: str,
+    ) -> None:
+        from authz._proto.jira_authz.admin.v1 import admin_pb2, admin_pb2_grpc
+
+        self.pb = admin_pb2
+        target = url.removeprefix("grpc://").removeprefix("https://").removeprefix("grpcs://")
+        secure = url.startswith(("https://", "grpcs://")) or bool(cert_file)
+        if secure:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=Path(ca_file).read_bytes() if ca_file else None,
+                private_key=Path(key_file).read_bytes() if key_file else None,
+                certificate_chain=Path(cert_file).read_bytes() if cert_file else None,
+            )
+            self.channel = grpc.aio.secure_channel(target, creds)
+        else:
+            self.channel = grpc.aio.insecure_channel(target)
+        self.stub = admin_pb2_grpc.TokenAdminStub(self.channel)
+        self.metadata: list[tuple[str, str]] = [("x-jira-authz-actor", actor)]
+        if token:
+            self.metadata.append(("authorization", f"Bearer {token}"))
+
+    async def _call(self, method: str, request: Any) -> Any:
+        try:
+            return await getattr(self.stub, method)(request, metadata=self.metadata, timeout=30)
+        except grpc.aio.AioRpcError as e:
+            code = e.code()
+            if code == grpc.StatusCode.NOT_FOUND:
+                raise AdminError("not_found", e.details() or "not found") from None
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise AdminError("invalid", e.details() or "invalid") from None
+            raise BackendError(f"admin API: {code.name.lower()}: {e.details()}") from None
+
+    def _token(self, pb: Any) -> Token:
+        from authz.admin.grpc_api import token_from_pb
+
+        return token_from_pb(pb)
+
+    async def create(self, req: TokenRequest) -> tuple[Token, str]:
+        r = await self._call("CreateToken", self.pb.CreateTokenRequest(
+            label=req.label, user=req.user or "", logins=list(req.logins),
+            expires_at=req.expires_at or 0.0, limits=list(req.limits), ips=list(req.ips),
+            on_behalf_of=list(req.on_behalf_of), secret=req.secret or "",
+        ))
+        return self._token(r.token), r.secret
+
+    async def get(self, token_id: str) -> Token:
+        return self._token(await self._call("GetToken", self.pb.GetTokenRequest(id=token_id)))
+
+    async def list(self, *, user: str | None, label: str | None, state: str | None,
+                   page_size: int, page_token: str) -> tuple[list[Token], str]:
+        states = {"active": 1, "expired": 2, "revoked": 3}
+        r = await self._call("ListTokens", self.pb.ListTokensRequest(
+            user=user or "", label=label or "", state=states.get(state or "", 0),
+            page_size=page_size, page_token=page_token,
+        ))
+        return [self._token(t) for t in r.tokens], r.next_page_token
+
+    async def update(self, token_id: str, *, label: str | None,
+                     limits: Sequence[str] | None) -> Token:
+        req = self.pb.UpdateTokenRequest(id=token_id, replace_limits=limits is not None,
+                                         limits=list(limits or ()))
+        if label is not None:
+            req.label = label
+        return self._token(await self._call("UpdateToken", req))
+
+    async def revoke(self, token_id: str) -> Token:
+        return self._token(await self._call("RevokeToken",
+                                            self.pb.RevokeTokenRequest(id=token_id)))
+
+    async def rotate(self, token_id: str, *, grace_seconds: float) -> tuple[Token, str, Token]:
+        r = await self._call("RotateToken", self.pb.RotateTokenRequest(
+            id=token_id, grace_seconds=grace_seconds))
+        return self._token(r.token), r.secret, self._token(r.previous)
+
+    async def test_limits(self, token_id: str, *, method: str, url: str,
+                          body: bytes | None) -> LimitTest:
+        r = await self._call("TestLimits", self.pb.TestLimitsRequest(
+            id=token_id, method=method, url=url, body=body or b""))
+        return LimitTest(r.allowed, r.matched_line, r.reason)
+
+    async def import_extender(self, data: bytes, *, apply: bool) -> ImportReport:
+        r = await self._call("ImportTokens", self.pb.ImportTokensRequest(
+            extender_json=data, apply=apply))
+        items = [ImportItem(i, t.label, t.user, None, t.status, tuple(t.problems))
+                 for i, t in enumerate(r.tokens, 1)]
+        ids = {i: t.id for i, t in enumerate(r.tokens, 1) if t.id}
+        return ImportReport(items, r.applied, ids)
+
+    async def audit(self, **filters: Any) -> list[AuditRecord]:
+        r = await self._call("QueryAudit", self.pb.QueryAuditRequest(
+            token_id=filters.get("token_id") or "", user=filters.get("user") or "",
+            since=filters.get("since") or 0.0, until=filters.get("until") or 0.0,
+            decision=filters.get("decision") or "", limit=filters.get("limit") or 100,
+        ))
+        return [parse_event(dict(e.fields), e.id) for e in r.events]
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+def open_backend(args: Any, cfg: Config) -> Backend:
+    actor = default_actor()
+    if getattr(args, "admin_url", None):
+        token = None
+        if args.admin_token_file:
+            token = Path(args.admin_token_file).read_text(encoding="utf-8").strip()
+        else:
+            token = os.environ.get("JIRA_AUTHZ_ADMIN_TOKEN") or None
+        return RemoteBackend(args.admin_url, token=token, ca_file=args.admin_ca,
+                             cert_file=args.admin_cert, key_file=args.admin_key, actor=actor)
+    return DirectBackend(cfg, actor)
