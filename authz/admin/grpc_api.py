@@ -224,10 +224,10 @@ class AdminServicer(admin_pb2_grpc.TokenAdminServicer):
 
 def audit_fields(record: AuditRecord) -> dict[str, str]:
     """The record's non-empty fields as strings (the entry id travels separately)."""
-    out: dict[str, str] = {}
+    out: dict[str, str] = dict(record.extra)
     for f in dataclasses.fields(record):
         value = getattr(record, f.name)
-        if f.name != "id" and value not in ("", None, 0):
+        if f.name not in ("id", "extra") and value not in ("", None, 0):
             out[f.name] = str(value)
     return out
 

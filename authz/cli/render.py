@@ -66,7 +66,7 @@ def token_table(tokens: Sequence[Token], now: float) -> str:
 
 def token_details(token: Token, now: float) -> str:
     d = token_json(token, now)
-    lines = [f"{k + ':':<14}{v}" for k, v in d.items()
+    lines = [f"{k + ':':<14}{'-' if v is None else v}" for k, v in d.items()
              if k not in ("limits", "logins", "ips", "on_behalf_of")]
     for k in ("logins", "ips", "on_behalf_of"):
         lines.append(f"{k + ':':<14}{', '.join(d[k]) or '-'}")
@@ -110,9 +110,18 @@ AUDIT_COLUMNS = ("time", "token_id", "login", "effective_user", "method", "path"
                  "reason", "client_ip")
 
 
+def _audit_row(r: AuditRecord) -> list[str]:
+    row = {c: str(getattr(r, c)) for c in AUDIT_COLUMNS}
+    extra = dict(r.extra)
+    if extra.get("kind") == "admin":
+        # Admin changes share the stream: show who did what in the same columns.
+        row["decision"] = f"admin:{extra.get('action', '')}"
+        row["login"] = extra.get("actor", "")
+    return [row[c] for c in AUDIT_COLUMNS]
+
+
 def audit_table(records: Sequence[AuditRecord]) -> str:
-    return table([[str(getattr(r, c)) for c in AUDIT_COLUMNS] for r in records],
-                 [c.upper() for c in AUDIT_COLUMNS])
+    return table([_audit_row(r) for r in records], [c.upper() for c in AUDIT_COLUMNS])
 
 
 def audit_json(record: AuditRecord) -> dict[str, Any]:

@@ -18,7 +18,7 @@ _RANDOM_LEN = 32
 _CHECK_LEN = 6
 SECRET_LEN = len(PREFIX) + _RANDOM_LEN + _CHECK_LEN
 _ALPHABET_SET = frozenset(_ALPHABET)
-# Extender lets admins choose a token's text; its generated ones are 20–32 characters.
+# Extender lets admins choose a token's text; its generated ones are 20 to 32 characters.
 MIN_IMPORTED_LEN = 8
 
 
