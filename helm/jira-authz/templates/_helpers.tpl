@@ -1,0 +1,137 @@
+{{/* Names: <release>-jira-authz unless the release name already contains the chart name. */}}
+{{- define "jira-authz.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "jira-authz.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "jira-authz.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Common labels; `component` distinguishes authz, redis, gateway and test pods. */}}
+{{- define "jira-authz.labels" -}}
+helm.sh/chart: {{ include "jira-authz.chart" . }}
+app.kubernetes.io/name: {{ include "jira-authz.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: jira-authz
+{{- end }}
+
+{{- define "jira-authz.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "jira-authz.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Selector of one component: (dict "ctx" $ "component" "authz") */}}
+{{- define "jira-authz.componentSelector" -}}
+{{ include "jira-authz.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "jira-authz.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "jira-authz.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* image reference: repository@digest when a digest is given, else repository:tag. */}}
+{{- define "jira-authz.imageRef" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository (toString (default .default .image.tag)) }}
+{{- end }}
+{{- end }}
+
+{{- define "jira-authz.image" -}}
+{{ include "jira-authz.imageRef" (dict "image" .Values.image "default" .Chart.AppVersion) }}
+{{- end }}
+
+{{/* Secret names: an existing one, or the one this chart generates. */}}
+{{- define "jira-authz.redisSecretName" -}}
+{{- default (printf "%s-redis" (include "jira-authz.fullname" .)) .Values.redis.bundled.auth.existingSecret }}
+{{- end }}
+
+{{- define "jira-authz.adminSecretName" -}}
+{{- default (printf "%s-admin" (include "jira-authz.fullname" .)) .Values.admin.existingSecret }}
+{{- end }}
+
+{{- define "jira-authz.redisHost" -}}
+{{- printf "%s-redis.%s.svc" (include "jira-authz.fullname" .) .Release.Namespace }}
+{{- end }}
+
+{{- define "jira-authz.identityHeader" -}}
+{{- default "contextUser" ((.Values.config).identity).header }}
+{{- end }}
+
+{{- define "jira-authz.contextPath" -}}
+{{- trimSuffix "/" (default "" ((.Values.config).auth).context_path) }}
+{{- end }}
+
+{{/*
+A random secret value that survives upgrades: reuse the key of the Secret already in the
+cluster (lookup returns nothing under `helm template`/lint, then a new value is generated).
+(dict "ctx" $ "name" <secret name> "key" <key> "length" <n>)
+*/}}
+{{- define "jira-authz.persistentRandom" -}}
+{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .name }}
+{{- if and $existing (hasKey ($existing.data | default dict) .key) }}
+{{- index $existing.data .key }}
+{{- else }}
+{{- randAlphaNum (int .length) | b64enc }}
+{{- end }}
+{{- end }}
+
+{{/*
+The service's config.yaml: the user's `config` values plus the keys the chart owns.
+*/}}
+{{- define "jira-authz.configYaml" -}}
+{{- $cfg := deepCopy (.Values.config | default dict) }}
+{{- $_ := set $cfg "listen" (dict
+      "check" (printf "0.0.0.0:%d" (int .Values.service.checkPort))
+      "admin" (printf "0.0.0.0:%d" (int .Values.service.adminPort))
+      "metrics" (printf "0.0.0.0:%d" (int .Values.service.metricsPort))) }}
+{{- $redis := deepCopy ($cfg.redis | default dict) }}
+{{- if .Values.redis.bundled.enabled }}
+{{- /* The password-bearing URL comes from the environment (JIRA_AUTHZ_REDIS_URL); this is the
+       same address without credentials, for readers of the ConfigMap. */}}
+{{- $_ := set $redis "url" (printf "redis://%s:6379/0" (include "jira-authz.redisHost" .)) }}
+{{- else if .Values.redis.external.url }}
+{{- $_ := set $redis "url" .Values.redis.external.url }}
+{{- end }}
+{{- $_ := set $cfg "redis" $redis }}
+{{- $identity := deepCopy ($cfg.identity | default dict) }}
+{{- if .Values.upstreamAuthorization.existingSecret }}
+{{- $_ := set $identity "upstream_authorization_file" (printf "/etc/jira-authz/upstream/%s" .Values.upstreamAuthorization.secretKey) }}
+{{- end }}
+{{- $_ := set $cfg "identity" $identity }}
+{{- $admin := dict "token_file" (printf "/etc/jira-authz/admin/%s" .Values.admin.secretKey) }}
+{{- if .Values.admin.tls.enabled }}
+{{- $_ := set $admin "tls_cert_file" "/etc/jira-authz/admin-tls/tls.crt" }}
+{{- $_ := set $admin "tls_key_file" "/etc/jira-authz/admin-tls/tls.key" }}
+{{- $_ := set $admin "client_ca_file" "/etc/jira-authz/admin-tls/ca.crt" }}
+{{- end }}
+{{- $_ := set $cfg "admin" $admin }}
+{{- /* Drop empty sections so the file shows only what differs from the server defaults. */}}
+{{- range $k, $v := $cfg }}
+{{- if and (kindIs "map" $v) (eq (len $v) 0) }}
+{{- $_ := unset $cfg $k }}
+{{- end }}
+{{- end }}
+{{- toYaml $cfg }}
+{{- end }}
