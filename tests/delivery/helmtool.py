@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -59,7 +59,8 @@ _VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 class _FakeKubeAPI(BaseHTTPRequestHandler):
     """Just enough of the Kubernetes API for `helm install --wait=false` to succeed."""
 
-    store: dict[str, Any] = {}
+    # One render per process (helmtool runs as a script), so a class-level store is enough.
+    store: ClassVar[dict[str, Any]] = {}
 
     def log_message(self, *args: Any) -> None:
         pass

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-import helmtool  # noqa: E402 - sibling module, also run as a script
+import helmtool  # sibling module; this file is also run as a script
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "jira-authz"
