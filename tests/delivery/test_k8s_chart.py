@@ -105,6 +105,7 @@ INVALID_VALUES = {
     "admin mTLS without secret": {"admin": {"tls": {"enabled": True}}},
     "image digest not sha256": {"image": {"digest": "latest"}},
     "check timeout not a duration": {"gateway": {"enabled": True, "checkTimeout": "1 second"}},
+    "check timeout in ms (Envoy wants seconds)": {"gateway": {"checkTimeout": "500ms"}},
     "privileged gateway port": {"gateway": {"listenPort": 80}},
     "appendfsync no": {"redis": {"bundled": {"appendfsync": "no"}}},
     "string replica count": {"replicaCount": "2"},

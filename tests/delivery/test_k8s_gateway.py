@@ -1,0 +1,157 @@
+"""The chart's Envoy gateway config: real `envoy --mode validate`, and the same security settings as
+deploy/envoy/gateway.yaml (the file the local stack and the end-to-end tests run)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import CHART, ROOT
+
+DEPLOY_GATEWAY = ROOT / "deploy" / "envoy" / "gateway.yaml"
+HCM = "envoy.filters.network.http_connection_manager"
+
+
+def _gateway_config(helm: Any, values: dict) -> str:
+    rendered = helm.render(CHART, {"gateway": {"enabled": True, **values}})
+    return rendered.find("ConfigMap", "-gateway")["data"]["envoy.yaml"]
+
+
+def _envoy_validate(envoy_bin: str, text: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    path = tmp_path / "envoy.yaml"
+    path.write_text(text)
+    return subprocess.run(
+        [envoy_bin, "--mode", "validate", "-c", str(path), "--log-level", "warn"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+GATEWAY_VALUES = {
+    "defaults": {},
+    "body routes, LB in front, custom timeout": {
+        "bodyRoutes": ["/rest/api/2/issue", "/jira/rest/api/2/search"],
+        "xffNumTrustedHops": 1, "checkTimeout": "0.25s", "maxRequestBodyBytes": 1048576,
+        "jira": {"host": "jira.atlassian.svc.cluster.local", "port": 8090}, "listenPort": 10000,
+    },
+}
+
+
+@pytest.mark.parametrize("values", GATEWAY_VALUES.values(), ids=GATEWAY_VALUES.keys())
+def test_rendered_gateway_config_passes_envoy_validate(
+    helm: Any, envoy_bin: str, values: dict, tmp_path: Path
+) -> None:
+    proc = _envoy_validate(envoy_bin, _gateway_config(helm, values), tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "OK" in proc.stdout + proc.stderr
+
+
+def test_envoy_validate_rejects_a_broken_config(
+    helm: Any, envoy_bin: str, tmp_path: Path
+) -> None:
+    """The validation above is meaningful: a misspelt field fails it."""
+    text = _gateway_config(helm, {}).replace("failure_mode_allow:", "failure_mode_alow:")
+    assert _envoy_validate(envoy_bin, text, tmp_path).returncode != 0
+
+
+def test_plain_manifest_gateway_config_passes_envoy_validate(
+    envoy_bin: str, tmp_path: Path
+) -> None:
+    docs = yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "gateway.yaml").read_text())
+    (cm,) = [d for d in docs if d and d["kind"] == "ConfigMap"]
+    proc = _envoy_validate(envoy_bin, cm["data"]["envoy.yaml"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _hcm(cfg: dict, listener: str = "jira") -> dict:
+    (lst,) = [x for x in cfg["static_resources"]["listeners"] if x["name"] == listener]
+    (f,) = [f for f in lst["filter_chains"][0]["filters"] if f["name"] == HCM]
+    return f["typed_config"]
+
+
+def _cluster(cfg: dict, name: str) -> dict:
+    (c,) = [c for c in cfg["static_resources"]["clusters"] if c["name"] == name]
+    return {k: v for k, v in c.items() if k != "load_assignment"}
+
+
+def _routes(hcm: dict) -> list[dict]:
+    return hcm["route_config"]["virtual_hosts"][0]["routes"]
+
+
+@pytest.fixture(scope="module")
+def both(helm: Any) -> tuple[dict, dict]:
+    if not DEPLOY_GATEWAY.exists():
+        pytest.skip("deploy/envoy/gateway.yaml not in this checkout")
+    return yaml.safe_load(_gateway_config(helm, {})), yaml.safe_load(DEPLOY_GATEWAY.read_text())
+
+
+def test_hcm_security_settings_match_deploy_envoy(both: tuple[dict, dict]) -> None:
+    chart, shipped = (_hcm(c) for c in both)
+    for key, value in shipped.items():
+        if key in ("access_log", "route_config", "http_filters"):
+            continue
+        assert chart.get(key) == value, key
+    # The settings the URL limits rely on (ENVOY-NOTES, SPEC §6), spelt out.
+    assert chart["normalize_path"] is True and chart["merge_slashes"] is True
+    assert chart["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
+    assert chart["common_http_protocol_options"]["headers_with_underscores_action"] == (
+        "REJECT_REQUEST")
+
+
+def test_ext_authz_filter_matches_deploy_envoy(both: tuple[dict, dict]) -> None:
+    chart, shipped = (_hcm(c) for c in both)
+    names = [f["name"] for f in chart["http_filters"]]
+    assert names == [f["name"] for f in shipped["http_filters"]]
+    ext_authz = "envoy.filters.http.ext_authz"
+    (c_authz,) = [f for f in chart["http_filters"] if f["name"] == ext_authz]
+    (s_authz,) = [f for f in shipped["http_filters"] if f["name"] == ext_authz]
+    assert c_authz == s_authz
+    tc = c_authz["typed_config"]
+    assert tc["failure_mode_allow"] is False
+    assert tc["status_on_error"] == {"code": "ServiceUnavailable"}
+    assert tc["grpc_service"]["timeout"] == "0.5s"
+
+
+def test_routes_match_deploy_envoy(both: tuple[dict, dict]) -> None:
+    chart, shipped = (_routes(_hcm(c)) for c in both)
+    # The `;` route answers 400 without a Check, before anything else.
+    assert chart[0] == shipped[0]
+    assert chart[0]["match"] == {"safe_regex": {"regex": ".*;.*"}}
+    assert chart[0]["direct_response"]["status"] == 400
+    assert chart[0]["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True
+    assert chart[-1] == shipped[-1]
+
+
+def test_clusters_match_deploy_envoy(both: tuple[dict, dict]) -> None:
+    chart, shipped = both
+    for name in ("jira", "jira_authz"):
+        assert _cluster(chart, name) == _cluster(shipped, name), name
+    authz = _cluster(chart, "jira_authz")
+    # Balancing over every pod: headless Service resolved by STRICT_DNS, round robin.
+    assert authz["type"] == "STRICT_DNS" and authz["lb_policy"] == "ROUND_ROBIN"
+    (ep,) = next(c for c in chart["static_resources"]["clusters"]
+                 if c["name"] == "jira_authz")["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert ep["endpoint"]["address"]["socket_address"] == {
+        "address": "jira-authz-headless.jira-authz.svc.cluster.local", "port_value": 9191}
+    assert chart.get("overload_manager") == shipped.get("overload_manager")
+    assert chart["admin"] == shipped["admin"]  # Envoy's admin on 127.0.0.1 only
+
+
+def test_admin_api_is_never_routed(both: tuple[dict, dict]) -> None:
+    chart, _ = both
+    text = yaml.safe_dump(chart)
+    assert "9192" not in text
+    ops = _routes(_hcm(chart, "ops"))
+    # The ops listener exposes Prometheus stats only, never other Envoy admin paths.
+    assert [r["match"] for r in ops] == [{"path": "/stats/prometheus"}]
+
+
+def test_body_routes_send_the_body_with_the_check(helm: Any) -> None:
+    cfg = yaml.safe_load(_gateway_config(helm, {"bodyRoutes": ["/rest/api/2/issue"]}))
+    routes = _routes(_hcm(cfg))
+    assert [r["name"] for r in routes] == ["reject-path-parameters", "with-body-0", "jira"]
+    settings = routes[1]["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
+    assert settings["check_settings"]["with_request_body"] == {
+        "max_request_bytes": 65536, "allow_partial_message": False}
