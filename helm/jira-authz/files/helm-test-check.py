@@ -49,7 +49,7 @@ def check_request(path: str, headers: dict[str, str]) -> external_auth_pb2.Check
     return req
 
 
-def header_value(opts, name: str) -> str | None:  # noqa: ANN001 - protobuf repeated field
+def header_value(opts, name: str) -> str | None:  # opts: repeated HeaderValueOption
     for opt in opts:
         if opt.header.key.lower() == name.lower():
             return opt.header.value
@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             http_status = (
                 resp.denied_response.status.code if resp.HasField("denied_response") else 0
             )
-            step(http_status == 401, "no credentials", f"grpc={resp.status.code} http={http_status}")
+            step(http_status == 401, "no credentials",
+                 f"grpc={resp.status.code} http={http_status}")
 
     if failures:
         print(f"helm test failed: {', '.join(failures)}", flush=True)
