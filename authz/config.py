@@ -7,6 +7,7 @@ Every key has a default, a type and a validator; loading fails with the key path
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from collections.abc import Mapping
@@ -236,11 +237,13 @@ def _coerce(key: str, typ: Any, value: Any, *, from_env: bool) -> Any:
     if typ is float:
         if from_env and isinstance(value, str):
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 raise ConfigError(key, f"expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(key, f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(key, f"expected a finite number, got {value!r}")
         return float(value)
     if typ is str:
         if not isinstance(value, str):

@@ -75,26 +75,38 @@ class CheckService:
             decision = await self.decide(req)
         except Exception:
             log.exception("check failed", extra={"request_id": req.request_id})
+            # Audited as a token call: whether it was one is unknown, and it must not vanish.
             decision = Decision(Outcome.DENY, Reason.INTERNAL_ERROR, 503,
-                                "authorization failed; try again")
+                                "authorization failed; try again", token_like=True)
         if decision.token_like:
             decision = self._audit(req, decision)
         metrics.DECISIONS.labels(decision.outcome.value, decision.reason.value).inc()
         return decision
 
     def _audit(self, req: HttpRequest, decision: Decision) -> Decision:
-        if self.strict_audit and decision.allowed and not self.audit.would_accept():
-            decision = Decision(
-                Outcome.DENY, Reason.AUDIT_UNAVAILABLE, 503,
-                "audit trail unavailable; try again", token=decision.token,
-                login=decision.login, effective_user=decision.effective_user, token_like=True,
-            )
-        ip = client_ip(req.source_ip, req.headers.get("x-forwarded-for"),
-                       self.policy.xff_trusted_hops)
-        event = build_event(req, decision, now=self.clock(), include_query=self.include_query,
-                            client_ip=ip)
-        token_id = decision.token.id if decision.token else None
-        if not self.audit.emit(event, token_id=token_id,
-                               used=decision.outcome is Outcome.ALLOW):
+        kept = False
+        try:
+            if self.strict_audit and decision.allowed and not self.audit.would_accept():
+                decision = self._audit_unavailable(decision)
+            ip = client_ip(req.source_ip, req.headers.get("x-forwarded-for"),
+                           self.policy.xff_trusted_hops)
+            event = build_event(req, decision, now=self.clock(),
+                                include_query=self.include_query, client_ip=ip)
+            token_id = decision.token.id if decision.token else None
+            kept = self.audit.emit(event, token_id=token_id,
+                                   used=decision.outcome is Outcome.ALLOW)
+        except Exception:
+            log.exception("audit failed", extra={"request_id": req.request_id})
+            if self.strict_audit and decision.allowed:
+                decision = self._audit_unavailable(decision)
+        if not kept:
             metrics.AUDIT_DROPPED.inc()
         return decision
+
+    @staticmethod
+    def _audit_unavailable(decision: Decision) -> Decision:
+        return Decision(
+            Outcome.DENY, Reason.AUDIT_UNAVAILABLE, 503, "audit trail unavailable; try again",
+            token=decision.token, login=decision.login, effective_user=decision.effective_user,
+            token_like=True,
+        )

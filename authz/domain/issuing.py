@@ -5,6 +5,7 @@ Shared by the CLI and the admin API; the only impure step is drawing the id and 
 
 from __future__ import annotations
 
+import math
 import secrets as _random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,6 +77,8 @@ def validate_request(
     for x in req.on_behalf_of:
         if x != "*" and (p := _user_problem("on-behalf-of user", x)):
             problems.append(p)
+    if req.expires_at is not None and not math.isfinite(req.expires_at):
+        return [*problems, "expiry must be a finite time"]
     expired = req.expires_at is not None and req.expires_at <= now
     if expired and not allow_expired:
         problems.append("expiry must be in the future")

@@ -145,6 +145,10 @@ def parse_line(line: str) -> Limit:
         raise LimitSyntaxError(f"line is longer than {MAX_LINE_LENGTH} characters")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in line):
         raise LimitSyntaxError("line contains control characters")
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LimitSyntaxError("line is not valid Unicode text") from None
     text = line.strip()
     if not text:
         raise LimitSyntaxError("line is empty")
@@ -179,15 +183,20 @@ def validate(lines: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+_NEVER = re2.compile(r"[^\s\S]", options=_RE2_OPTIONS)
+
+
 @lru_cache(maxsize=16384)
 def compile_limits(lines: tuple[str, ...]) -> tuple[Limit, ...]:
-    """Compiled lines, cached by content; lines were validated when stored."""
+    """Compiled lines, cached by content. Lines were validated when stored; one that no longer
+    parses (a corrupt record) becomes a line that matches nothing, so it can only narrow
+    access — dropping it could leave a token with no lines, i.e. unrestricted."""
     out: list[Limit] = []
     for line in lines:
         try:
             out.append(parse_line(line))
         except LimitSyntaxError:
-            continue  # unreachable for stored lines; a corrupt line can only narrow access
+            out.append(Limit(line, frozenset(), _NEVER, ()))
     return tuple(out)
 
 

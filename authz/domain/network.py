@@ -38,9 +38,12 @@ def parse_ip(text: str) -> IPAddress | None:
 def cidr_error(text: str) -> str | None:
     """Why an allow-list entry is refused at creation, or None."""
     try:
-        ipaddress.ip_network(text.strip(), strict=False)
+        net = ipaddress.ip_network(text.strip(), strict=False)
     except ValueError as e:
         return f"{text!r} is not an IP address or CIDR ({e})"
+    if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped is not None:
+        # Client addresses are compared in IPv4 form, so a mapped range could never match.
+        return f"{text!r} is an IPv4-mapped IPv6 range: write it in IPv4 form"
     return None
 
 

@@ -12,6 +12,12 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 # Bytes that must never arrive percent-encoded: they change how the path is split or resolved.
 _FORBIDDEN_DECODED = frozenset(b"/\\.;") | frozenset(range(0x20)) | {0x7F}
 _FORBIDDEN_RAW = frozenset("\\;#") | frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
+# RFC 3986 unreserved characters are never percent-encoded in normal form (Envoy's
+# normalize_path decodes them): an encoded one means the path did not pass a normalising proxy,
+# and a limit such as [^S] could be dodged with %53.
+_UNRESERVED = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+)
 
 
 def split_path(raw: str) -> tuple[str, str]:
@@ -32,8 +38,8 @@ def _decode_escapes(path: str) -> bytes | str:
             if len(pair) != 2 or not _HEX.issuperset(pair):
                 return "malformed percent-escape"
             b = int(pair, 16)
-            if b == 0x25 and _HEX.issuperset(path[i + 3 : i + 5]) and len(path[i + 3 : i + 5]) == 2:
-                return "double percent-encoding in path"
+            if b in _UNRESERVED:
+                return f"needlessly encoded {chr(b)!r} in path"
             if b in _FORBIDDEN_DECODED:
                 return f"encoded {chr(b)!r} in path" if b >= 0x20 else "encoded control byte"
             out.append(b)
@@ -42,6 +48,17 @@ def _decode_escapes(path: str) -> bytes | str:
             out.extend(c.encode("utf-8"))
             i += 1
     return bytes(out)
+
+
+def _has_escape(decoded: bytes) -> bool:
+    """Once-decoded bytes still hold a %XX escape: a second decoder would change the path."""
+    i = decoded.find(b"%")
+    while i >= 0:
+        pair = decoded[i + 1 : i + 3]
+        if len(pair) == 2 and all(c in b"0123456789abcdefABCDEF" for c in pair):
+            return True
+        i = decoded.find(b"%", i + 1)
+    return False
 
 
 def non_normal_reason(path: str) -> str | None:
@@ -62,6 +79,8 @@ def non_normal_reason(path: str) -> str | None:
     decoded = _decode_escapes(path)
     if isinstance(decoded, str):
         return decoded
+    if _has_escape(decoded):
+        return "double percent-encoding in path"
     try:
         decoded.decode("utf-8")
     except UnicodeDecodeError:

@@ -219,12 +219,6 @@ def test_optional_listeners_may_be_empty() -> None:
     assert cfg.listen.metrics == "" and cfg.listen.admin == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: non-finite numbers are accepted: 'nan' passes every '< 0' / '<= 0' check, so "
-    "JIRA_AUTHZ_POLICY_MAX_LIFETIME_DAYS=nan silently disables the lifetime policy and a NaN "
-    "timeout reaches the Redis client",
-)
 @pytest.mark.parametrize(
     "env",
     [

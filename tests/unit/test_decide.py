@@ -441,11 +441,6 @@ def test_json_limit_uses_body() -> None:
     assert_deny(decide(trunc, t), Reason.NO_LIMIT_MATCHED, 403)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a token whose every stored limit line no longer parses is treated as having "
-    "no limits (compile_limits drops the lines) and is allowed everywhere",
-)
 def test_token_with_only_corrupt_limits_is_not_unrestricted() -> None:
     t = tok(limits=("[gte].*/rest/api/2/issue/.*",))
     d = decide(req(basic("alice", SECRET), method="DELETE", path="/rest/api/2/project/X"), t)

@@ -145,11 +145,6 @@ def test_no_policy_means_no_maximum() -> None:
     assert problems(TokenRequest()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a NaN expiry (CLI --expires-in-days nan, admin API double) passes every "
-    "comparison, so it is accepted even under a max-lifetime policy and never expires",
-)
 @pytest.mark.parametrize("max_days", [0.0, 30.0])
 def test_non_finite_expiry_refused(max_days: float) -> None:
     got = problems(TokenRequest(expires_at=math.nan), max_days=max_days)

@@ -132,11 +132,6 @@ def test_corrupt_stored_entry_only_narrows() -> None:
     assert ip_allowed("10.0.0.1", ("not-a-cidr", "10.0.0.0/8"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an IPv4-mapped IPv6 CIDR ('::ffff:10.0.0.0/104') is accepted at creation but "
-    "can never match, because client addresses are folded to IPv4 before the check",
-)
 def test_ipv4_mapped_cidr_matches_mapped_client() -> None:
     assert cidr_error("::ffff:10.0.0.0/104") is not None or ip_allowed(
         "::ffff:10.0.0.1", ("::ffff:10.0.0.0/104",)

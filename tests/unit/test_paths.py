@@ -110,11 +110,6 @@ def test_non_normal_paths_refused(path: str, words: str) -> None:
     assert words.lower() in reason.lower(), reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: double percent-encoding check only catches '%25' directly followed by two hex "
-    "digits; '%25%32%65' (a fully double-encoded '.') decodes once to '%2e' and is accepted",
-)
 @pytest.mark.parametrize(
     "path",
     [
@@ -128,13 +123,6 @@ def test_fully_double_encoded_escapes_refused(path: str) -> None:
     assert non_normal_reason(path) is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: percent-encoded unreserved characters (RFC 3986 §2.3: ALPHA DIGIT - . _ ~) are "
-    "not in normal form (Envoy normalize_path decodes them) but are accepted; a limit such as "
-    "'.*/rest/api/2/issue/[^S].*' then matches '/issue/%53CRUM-1', which Tomcat serves as "
-    "SCRUM-1",
-)
 @pytest.mark.parametrize(
     "path", ["/rest/api/2/issue/%53CRUM-1", "/rest/api/2/%69ssue/ABC-1", "/rest/api/2/x/%7e"]
 )
