@@ -42,10 +42,15 @@ class ListenConfig:
 @dataclass(frozen=True)
 class RedisConfig:
     url: str = "redis://127.0.0.1:6379/0"
+    """redis://, rediss:// (TLS) or unix:// URL; a password goes in the URL (masked in output)."""
     key_prefix: str = "jira-authz:"
+    """Prefix of every key, so several installations can share one Redis."""
     socket_timeout_seconds: float = 0.5
+    """A Redis command slower than this fails (→ cached answer or 503), never hangs a Check."""
     connect_timeout_seconds: float = 1.0
+    """Connecting, and waiting for a free pooled connection, gives up after this long."""
     max_connections: int = 64
+    """Size of the connection pool shared by lookups, audit writes and admin calls."""
 
 
 @dataclass(frozen=True)
@@ -55,10 +60,13 @@ class AuthConfig:
     unauthenticated: str = "pass"
     """Requests without a token (no credentials, or a Jira password): pass or deny."""
     path_prefixes: tuple[str, ...] = ("/rest/",)
+    """Paths where tokens are accepted; a token used anywhere else is refused (403)."""
     context_path: str = ""
     """Jira context path such as /jira; prefixed to every path prefix."""
     realm: str = "Jira"
+    """Realm of the WWW-Authenticate header on 401 answers."""
     max_header_bytes: int = 8192
+    """Longer Authorization headers are refused with 401."""
 
 
 @dataclass(frozen=True)
@@ -78,23 +86,31 @@ class ClientIpConfig:
 @dataclass(frozen=True)
 class CacheConfig:
     max_entries: int = 100_000
+    """Most tokens (and unknown secrets) kept in the in-process cache (LRU)."""
     refresh_after_seconds: float = 30.0
     """A cached token is re-read from Redis after this long, even without an invalidation."""
     max_stale_seconds: float = 60.0
     """While Redis is unreachable a cached token is used at most this long after its last read."""
     negative_ttl_seconds: float = 5.0
+    """How long an unknown secret (e.g. a Jira password) is remembered as unknown."""
 
 
 @dataclass(frozen=True)
 class AuditConfig:
     stream: str = "jira-authz:audit"
+    """Redis Stream receiving one event per token call."""
     max_len: int = 1_000_000
+    """The stream is trimmed (approximately) to this many events."""
     max_age_days: float = 0.0
     """Trim events older than this (0: trim by length only)."""
     include_query: bool = False
+    """Record query strings in audit events (they may hold personal data)."""
     buffer_size: int = 100_000
+    """Events kept in memory while Redis is slow or down; beyond it they are counted and dropped."""
     batch_size: int = 500
+    """Most events written in one pipeline."""
     flush_interval_seconds: float = 0.05
+    """Longest wait before a partial batch is written."""
     strict: bool = False
     """Deny token calls while the audit buffer is full instead of dropping events."""
 
@@ -110,9 +126,11 @@ class AdminConfig:
     token_file: str = ""
     """File holding the admin bearer secret (mounted Secret); one of it or mTLS is required."""
     tls_cert_file: str = ""
+    """Server certificate of the admin port (PEM); with the two below it enables mTLS."""
     tls_key_file: str = ""
+    """Private key of the admin port's certificate (PEM)."""
     client_ca_file: str = ""
-    """With all three TLS files set the admin port requires a client certificate (mTLS)."""
+    """CA that signs admin client certificates: callers without one are refused."""
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,28 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_up(args)
 
 
+def cmd_config_check(args: argparse.Namespace) -> int:
+    load_config(args.file)
+    print(f"{args.file}: valid")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from authz.config_doc import masked
+
+    print(yaml.safe_dump(masked(_config(args)), sort_keys=False).rstrip())
+    return 0
+
+
+def cmd_config_docs(args: argparse.Namespace) -> int:
+    from authz.config_doc import reference_markdown
+
+    print(reference_markdown())
+    return 0
+
+
 def _expiry(args: argparse.Namespace, now: float) -> float | None:
     if args.expires_in_days is not None and args.expires_at is not None:
         raise CliError("give --expires-in-days or --expires-at, not both")
@@ -409,6 +431,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_up)
 
     _token_parsers(sub)
+
+    conf = sub.add_parser("config", help="validate or show the configuration").add_subparsers(
+        dest="config_command", required=True, metavar="ACTION")
+    p = conf.add_parser("check", help="validate a config file (and JIRA_AUTHZ_* overrides)")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_config_check)
+    p = conf.add_parser("show", help="print the effective config, credentials masked")
+    p.add_argument("--config", help="YAML config file")
+    p.set_defaults(func=cmd_config_show)
+    p = conf.add_parser("docs", help="print the configuration reference (markdown)")
+    p.set_defaults(func=cmd_config_docs)
 
     p = sub.add_parser("audit", help="who used which token, and when")
     _store_flags(p)
