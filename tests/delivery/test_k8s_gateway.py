@@ -155,3 +155,14 @@ def test_body_routes_send_the_body_with_the_check(helm: Any) -> None:
     settings = routes[1]["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
     assert settings["check_settings"]["with_request_body"] == {
         "max_request_bytes": 65536, "allow_partial_message": False}
+
+
+def test_gateway_image_is_the_validated_envoy_version(envoy_bin: str) -> None:
+    """The gateway runs the Envoy release its config is validated with here."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    pinned = chart["annotations"]["jira-authz/envoy-version"]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["gateway"]["image"]["tag"] == f"v{pinned}"
+    out = subprocess.run([envoy_bin, "--version"], capture_output=True, text=True, timeout=30,
+                         check=True).stdout
+    assert f"/{pinned}/" in out, out

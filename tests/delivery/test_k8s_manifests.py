@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -62,6 +63,20 @@ def test_plain_manifests_reference_only_documented_secrets() -> None:
     guide = (ROOT / "docs" / "kubernetes.md").read_text()
     for name in refs:
         assert f"kubectl -n jira-authz create secret generic {name}" in guide
+
+
+def test_yaml_in_the_install_guide_validates() -> None:
+    """The Kubernetes objects shown in docs/kubernetes.md (e.g. Jira's NetworkPolicy) are valid."""
+    require_module("kubernetes_validate", "kubernetes-validate")
+    import kubernetes_validate as kv
+    from kubernetes_validate.utils import latest_version
+
+    text = (ROOT / "docs" / "kubernetes.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+    assert blocks
+    for block in blocks:
+        for doc in yaml.safe_load_all(block):
+            kv.validate(doc, latest_version(), strict=True)
 
 
 def _collect_secret_refs(node: Any, out: set[str]) -> None:
