@@ -476,6 +476,9 @@ def test_alerts_cover_the_required_conditions_with_real_metrics(
         assert a["expr"].count("(") == a["expr"].count(")"), a["alert"]
         assert a["expr"].count("{") == a["expr"].count("}"), a["alert"]
     assert "> 0.025" in alerts["JiraAuthzCheckLatencyHigh"]["expr"]  # production override
+    assert "More than 50% of token calls" in alerts["JiraAuthzDenyRateSpike"]["annotations"][
+        "summary"]
+    assert "(50% of audit.buffer_size)" in alerts["JiraAuthzAuditBacklog"]["annotations"]["summary"]
     unknown = _referenced(json.dumps(rule)) - _exported_metric_names() - {
         f"{m}_bucket" for m in PENDING_METRICS} - PENDING_METRICS
     assert not unknown, f"alerts use metrics the service does not export: {unknown}"

@@ -166,3 +166,18 @@ def test_gateway_image_is_the_validated_envoy_version(envoy_bin: str) -> None:
     out = subprocess.run([envoy_bin, "--version"], capture_output=True, text=True, timeout=30,
                          check=True).stdout
     assert f"/{pinned}/" in out, out
+
+
+def test_gateway_command_line_is_accepted_by_envoy(
+    helm: Any, envoy_bin: str, tmp_path: Path
+) -> None:
+    """The Deployment's own Envoy flags (log format, drain, hot restart) with its config."""
+    rendered = helm.render(CHART, {"gateway": {"enabled": True}})
+    (c,) = rendered.find("Deployment", "-gateway")["spec"]["template"]["spec"]["containers"]
+    config = tmp_path / "envoy.yaml"
+    config.write_text(rendered.find("ConfigMap", "-gateway")["data"]["envoy.yaml"])
+    args = [str(config) if a == "/etc/envoy/envoy.yaml" else a for a in c["args"]]
+    assert c["command"] == ["envoy"] and "--disable-hot-restart" in args
+    proc = subprocess.run([envoy_bin, "--mode", "validate", *args], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
