@@ -29,6 +29,7 @@ from authz.stack.processes import (
     DEFAULT_START_TIMEOUT,
     Child,
     StackError,
+    ensure_port_free,
     find_envoy,
     find_redis_server,
     free_port,
@@ -254,6 +255,7 @@ class LocalStack:
         ``require_serving=False`` accepts NOT_SERVING (e.g. restarted while Redis is down).
         """
         self._write_authz_config()
+        ensure_port_free(HOST, self.check_port, "authz check port")
         argv = [sys.executable, "-m", "authz", "serve", "--config", str(self.authz_config_path)]
         self._authz = Child("authz", argv, self.authz_log, env=self._authz_env())
         self._authz.start()
@@ -288,6 +290,8 @@ class LocalStack:
         )
 
     def _start_envoy(self) -> None:
+        ensure_port_free(HOST, self.envoy_port, "envoy listener")
+        ensure_port_free(HOST, self.envoy_admin_port, "envoy admin")
         envoy_config.local_config(
             name=self._envoy_config_name,
             listener_port=self.envoy_port,
@@ -301,6 +305,7 @@ class LocalStack:
             "--disable-hot-restart",  # several Envoys on one machine (no shared-memory clash)
             "--concurrency", "2",
             "--log-level", "warning",
+            "--file-flush-interval-msec", "200",  # access log lines show up while debugging
         ]  # fmt: skip
         self._envoy = Child("envoy", argv, self.envoy_log, stop_timeout=10)
         self._envoy.start()

@@ -39,6 +39,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def ensure_port_free(host: str, port: int, what: str) -> None:
+    """Fail early if something listens on ``port``.
+
+    Envoy and gRPC servers bind with SO_REUSEPORT, so a second instance on a busy port does not
+    fail: it silently shares the port with the first. A plain bind() tells.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are fine
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise StackError(f"{what}: {host}:{port} is in use ({e.strerror})") from None
+
+
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
