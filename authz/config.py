@@ -134,6 +134,33 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    grace_seconds: float = 10.0
+    """On SIGTERM: stop accepting, let in-flight Checks finish and flush the audit within this."""
+    readiness_interval_seconds: float = 1.0
+    """How often Redis is PINGed for the readiness (gRPC health) status."""
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    """debug, info, warning or error; logs are JSON lines on stderr."""
+    access_log: bool = False
+    """One JSON line per decision (request id, token id, user, decision, reason, path)."""
+
+
+@dataclass(frozen=True)
+class TracingConfig:
+    exporter: str = "none"
+    """none or otlp (gRPC): one span per Check, continuing the trace context Envoy sends."""
+    endpoint: str = "http://127.0.0.1:4317"
+    """OTLP gRPC collector endpoint."""
+    sample_ratio: float = 1.0
+    """Share of new traces sampled; a sampled parent from Envoy is always followed."""
+    service_name: str = "jira-authz"
+
+
+@dataclass(frozen=True)
 class Config:
     listen: ListenConfig = field(default_factory=ListenConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
@@ -144,6 +171,9 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
     @property
     def token_path_prefixes(self) -> tuple[str, ...]:
@@ -216,6 +246,16 @@ def _validate(cfg: Config) -> None:
     if any(tls) and not all(tls):
         raise ConfigError("admin.tls_cert_file", "mTLS needs tls_cert_file, tls_key_file and "
                           "client_ca_file together")
+    if cfg.server.grace_seconds < 0:
+        raise ConfigError("server.grace_seconds", "must be >= 0")
+    if cfg.server.readiness_interval_seconds <= 0:
+        raise ConfigError("server.readiness_interval_seconds", "must be > 0")
+    if cfg.log.level not in ("debug", "info", "warning", "error"):
+        raise ConfigError("log.level", "must be debug, info, warning or error")
+    if cfg.tracing.exporter not in ("none", "otlp"):
+        raise ConfigError("tracing.exporter", "must be none or otlp")
+    if not 0.0 <= cfg.tracing.sample_ratio <= 1.0:
+        raise ConfigError("tracing.sample_ratio", "must be between 0 and 1")
     if cfg.policy.max_lifetime_days < 0:
         raise ConfigError("policy.max_lifetime_days", "must be >= 0")
 

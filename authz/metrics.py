@@ -1,8 +1,18 @@
-"""Prometheus series. Module-level so every component counts into one registry."""
+"""Prometheus series (SPEC §9). Names follow the conventions: ``jira_authz_``, base units.
+
+Counters and histograms on the request path are module-level; the components' own counters
+(cache, audit) are read at scrape time by ``RuntimeCollector`` so the hot path pays nothing.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Callable, Iterator
+from importlib import metadata
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 # Sub-millisecond decisions need fine low buckets; the tail goes up to the Check timeout.
 _LATENCY_BUCKETS = (
@@ -17,9 +27,80 @@ CHECK_DURATION = Histogram(
     "jira_authz_check_duration_seconds", "Time to answer one Check", buckets=_LATENCY_BUCKETS
 )
 STORE_ERRORS = Counter(
-    "jira_authz_redis_errors_total", "Token store (Redis) failures seen by decisions"
+    "jira_authz_redis_errors_total", "Redis failures seen by decisions (answered 503 or stale)"
+)
+REDIS_LATENCY = Histogram(
+    "jira_authz_redis_latency_seconds", "Token store reads on cache misses",
+    buckets=_LATENCY_BUCKETS,
 )
 AUDIT_DROPPED = Counter(
-    "jira_authz_audit_dropped_total", "Audit events that could not be kept"
+    "jira_authz_audit_emit_failures_total",
+    "Token calls whose audit event could not be queued (buffer full or audit failure)",
 )
-AUDIT_QUEUE_DEPTH = Gauge("jira_authz_audit_queue_depth", "Audit events waiting to be written")
+PROPAGATION = Histogram(
+    "jira_authz_revocation_propagation_seconds",
+    "Delay from a token change being published to this replica applying it",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+REDIS_UP = Gauge("jira_authz_redis_up", "1 when the last readiness PING to Redis succeeded")
+BUILD = Info("jira_authz_build", "Version of the running jira-authz")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("jira-authz")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+BUILD.info({"version": _version()})
+
+
+class RuntimeCollector(Collector):
+    """Exposes the cache's and the audit stream's counters, read at scrape time."""
+
+    def __init__(self, cache: Any, audit: Any) -> None:
+        self.cache = cache
+        self.audit = audit
+
+    def collect(self) -> Iterator[Any]:
+        c = self.cache.stats
+        lookups = CounterMetricFamily("jira_authz_cache_lookups", "Token cache lookups",
+                                      labels=["result"])
+        lookups.add_metric(["hit"], c.hits)
+        lookups.add_metric(["miss"], c.misses)
+        lookups.add_metric(["stale"], c.stale_serves)
+        yield lookups
+        yield GaugeMetricFamily("jira_authz_cache_entries", "Entries in the token cache",
+                                value=len(self.cache))
+        yield CounterMetricFamily("jira_authz_cache_evictions", "Cache entries evicted (LRU)",
+                                  value=c.evictions)
+        yield CounterMetricFamily("jira_authz_invalidations",
+                                  "Token change messages received over pub/sub",
+                                  value=c.invalidations)
+        yield CounterMetricFamily("jira_authz_pubsub_resubscribes",
+                                  "Times the invalidation subscription was re-established",
+                                  value=c.resubscribes)
+        yield GaugeMetricFamily("jira_authz_pubsub_subscribed",
+                                "1 while the invalidation subscription is up",
+                                value=1.0 if self.cache.subscribed else 0.0)
+        a = self.audit.stats
+        yield GaugeMetricFamily("jira_authz_audit_queue_depth",
+                                "Audit events buffered, not yet written", value=a.depth)
+        events = CounterMetricFamily("jira_authz_audit_events", "Audit events by outcome",
+                                     labels=["outcome"])
+        events.add_metric(["queued"], a.emitted)
+        events.add_metric(["flushed"], a.flushed)
+        events.add_metric(["dropped"], a.dropped)
+        yield events
+        yield CounterMetricFamily("jira_authz_audit_dropped",
+                                  "Audit events that could not be kept", value=a.dropped)
+        yield CounterMetricFamily("jira_authz_audit_flush_errors",
+                                  "Failed audit writes (retried)", value=a.flush_errors)
+
+
+def register_runtime(cache: Any, audit: Any) -> Callable[[], None]:
+    """Register the collector; returns its unregister function (servers in tests come and go)."""
+    collector = RuntimeCollector(cache, audit)
+    REGISTRY.register(collector)
+    return lambda: REGISTRY.unregister(collector)

@@ -1,7 +1,7 @@
-"""The gRPC server: Envoy's Authorization/Check and the standard health service.
+"""The gRPC server: Envoy's Authorization/Check, the health service, the admin API, /metrics.
 
-Wires the adapters (Redis store, cache, audit stream) to the CheckService from the config, and
-owns their lifecycle: start, SIGTERM drain, audit flush.
+Wires the adapters (Redis store, cache, audit stream) to the CheckService from the config and
+owns their lifecycle: start, readiness, SIGTERM drain, audit flush.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
@@ -27,29 +28,61 @@ from authz.adapters.token_cache import TokenCache
 from authz.admin.grpc_api import build_admin_server
 from authz.config import Config
 from authz.domain.decide import Policy
+from authz.domain.model import Decision, HttpRequest
 from authz.envoyauth.request import to_http_request
 from authz.envoyauth.response import ResponseBuilder
 from authz.service import CheckService, StoreUnavailableError
+from authz.tracing import Tracing
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("authz.access")
 
 CHECK_SERVICE = "envoy.service.auth.v3.Authorization"
+LIVENESS_SERVICE = "liveness"
+"""Always SERVING while the process runs: for liveness probes, which must not restart a pod
+just because Redis is away (readiness, the overall status, reflects Redis)."""
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
-    def __init__(self, service: CheckService, responses: ResponseBuilder) -> None:
+    def __init__(self, service: CheckService, responses: ResponseBuilder, tracing: Tracing,
+                 access: bool) -> None:
         self.service = service
         self.responses = responses
+        self.tracing = tracing
+        self.access = access
+        self.inflight = 0
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()
-        req = to_http_request(request, context.invocation_metadata())
-        decision = await self.service.check(req)
-        response = self.responses.build(decision)
-        metrics.CHECK_DURATION.observe(time.perf_counter() - started)
+        self.inflight += 1
+        try:
+            metadata = context.invocation_metadata()
+            with self.tracing.check_span(metadata) as span:
+                req = to_http_request(request, metadata)
+                decision = await self.service.check(req)
+                self.tracing.annotate(span, req, decision)
+            response = self.responses.build(decision)
+        finally:
+            self.inflight -= 1
+        elapsed = time.perf_counter() - started
+        metrics.CHECK_DURATION.observe(elapsed)
+        if self.access:
+            _log_access(req, decision, elapsed)
         return response
+
+
+def _log_access(req: HttpRequest, decision: Decision, elapsed: float) -> None:
+    access_log.info("decision", extra={
+        "request_id": req.request_id, "trace_id": req.trace_id,
+        "decision": decision.outcome.value, "reason": decision.reason.value,
+        "status": decision.status, "token_id": decision.token.id if decision.token else "",
+        "login": decision.login, "effective_user": decision.effective_user,
+        "method": req.method, "path": req.path, "duration_ms": round(elapsed * 1000, 3),
+    })
 
 
 def _read_secret_file(path: str) -> str | None:
@@ -64,11 +97,14 @@ def _read_secret_file(path: str) -> str | None:
 class Server:
     """Everything one ``jira-authz serve`` process runs."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, span_processor: Any = None) -> None:
         self.cfg = cfg
         self.redis = create_client(cfg.redis)
         self.store = RedisTokenStore(self.redis, cfg.redis.key_prefix)
-        self.cache = TokenCache(self.store, cfg.cache)
+        self.cache = TokenCache(
+            self.store, cfg.cache,
+            on_propagation=metrics.PROPAGATION.observe, on_read=metrics.REDIS_LATENCY.observe,
+        )
         self.audit = AuditStream(
             self.redis, cfg.audit, token_store_record_use=self.store.record_use
         )
@@ -85,46 +121,89 @@ class Server:
             cfg.auth.realm,
             _read_secret_file(cfg.identity.upstream_authorization_file),
         )
+        self.tracing = Tracing(cfg.tracing, span_processor)
         self.health = HealthServicer()
+        self.servicer = AuthorizationServicer(
+            self.service, self.responses, self.tracing, cfg.log.access_log
+        )
         self.grpc = grpc.aio.server(
             options=[
                 ("grpc.max_concurrent_streams", 1000),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+                ("grpc.so_reuseport", 0),
             ]
         )
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            AuthorizationServicer(self.service, self.responses), self.grpc
-        )
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(self.servicer, self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         self.port = self.grpc.add_insecure_port(cfg.listen.check)
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen.check}")
         self.admin = build_admin_server(self.redis, cfg) if cfg.listen.admin else None
+        self._unregister_metrics = metrics.register_runtime(self.cache, self.audit)
+        self._readiness: asyncio.Task[None] | None = None
+        self._metrics_http: Any = None
+        self.ready = False
 
     async def start(self) -> None:
         if self.cfg.listen.metrics:
             host, _, port = self.cfg.listen.metrics.rpartition(":")
-            start_http_server(int(port), addr=host)
+            self._metrics_http = start_http_server(int(port), addr=host)
+        await self.health.set(LIVENESS_SERVICE, SERVING)
+        await self._set_ready(False)
         await self.cache.start()
         await self.audit.start()
         await self.grpc.start()
         if self.admin is not None:
             await self.admin.start()
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        await self.health.set(CHECK_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        self._readiness = asyncio.create_task(self._readiness_loop(), name="readiness")
         log.info("serving", extra={"listen": self.cfg.listen.check})
 
-    async def stop(self, grace: float = 5.0) -> None:
+    async def _set_ready(self, ready: bool) -> None:
+        if ready != self.ready:
+            log.info("ready" if ready else "not ready")
+        self.ready = ready
+        status = SERVING if ready else NOT_SERVING
+        await self.health.set("", status)
+        await self.health.set(CHECK_SERVICE, status)
+
+    async def _readiness_loop(self) -> None:
+        """Ready while Redis answers PING and the invalidation subscription is up (so cached
+        answers are trustworthy); re-checked every ``readiness_interval_seconds``."""
+        interval = self.cfg.server.readiness_interval_seconds
+        while True:
+            try:
+                await asyncio.wait_for(self.redis.ping(), timeout=max(interval, 0.5))
+                up = True
+            except Exception:
+                up = False
+            metrics.REDIS_UP.set(1.0 if up else 0.0)
+            await self._set_ready(up and self.cache.subscribed)
+            await asyncio.sleep(interval)
+
+    async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight Checks finish within ``grace``, flush the audit."""
+        grace = self.cfg.server.grace_seconds if grace is None else grace
+        started = time.monotonic()
         await self.health.enter_graceful_shutdown()
+        if self._readiness is not None:
+            self._readiness.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._readiness
         if self.admin is not None:
             await self.admin.stop(grace)
         await self.grpc.stop(grace)
-        await self.audit.close(timeout=grace)
+        remaining = max(1.0, grace - (time.monotonic() - started))
+        await self.audit.close(timeout=remaining)
         await self.cache.close()
+        self.tracing.shutdown()
+        self._unregister_metrics()
+        if self._metrics_http is not None:
+            http_server, _thread = self._metrics_http
+            http_server.shutdown()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
+        log.info("stopped", extra={"audit_dropped": self.audit.stats.dropped})
 
 
 async def serve(cfg: Config) -> None:
@@ -135,5 +214,5 @@ async def serve(cfg: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("stopping")
+    log.info("stopping", extra={"inflight": server.servicer.inflight})
     await server.stop()

@@ -97,7 +97,11 @@ class TokenCache:
         reconnect_min_seconds: float = 0.05,
         reconnect_max_seconds: float = 2.0,
         delay_samples: int = 1024,
+        on_propagation: Callable[[float], None] | None = None,
+        on_read: Callable[[float], None] | None = None,
     ) -> None:
+        """``on_propagation(seconds)`` / ``on_read(seconds)``: metric hooks, called for each
+        invalidation received and each Redis read on a miss."""
         self._store = store
         self._cfg = config or CacheConfig()
         self._clock = clock
@@ -118,6 +122,8 @@ class TokenCache:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.stats = CacheStats()
+        self._on_propagation = on_propagation
+        self._on_read = on_read
         self.propagation_delays: deque[float] = deque(maxlen=delay_samples)
         """Seconds from publish (message ``ts``, wall clock) to receipt, most recent last."""
 
@@ -180,8 +186,11 @@ class TokenCache:
     async def _fetch(self, secret_hash: str) -> Token | None:
         gen, epoch, started = self._gen, self._epoch, self._clock()
         self.stats.reads += 1
+        t0 = time.perf_counter()
         try:
             token = await self._store.find_by_hash(secret_hash)
+            if self._on_read is not None:
+                self._on_read(time.perf_counter() - t0)
         except StoreUnavailable:
             self.stats.errors += 1
             raise
@@ -245,7 +254,10 @@ class TokenCache:
         self.stats.invalidations += 1
         self._epoch += 1
         if inv.ts is not None:
-            self.propagation_delays.append(max(0.0, time.time() - inv.ts))
+            delay = max(0.0, time.time() - inv.ts)
+            self.propagation_delays.append(delay)
+            if self._on_propagation is not None:
+                self._on_propagation(delay)
         if inv.op == "revoke":
             self._apply_revoke(inv)
         elif inv.op == "update":

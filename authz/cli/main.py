@@ -91,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from authz.server import serve
 
     cfg = _config(args)
-    logs.setup(args.log_level)
+    logs.setup(args.log_level or cfg.log.level)
     asyncio.run(serve(cfg))
     return 0
 
@@ -420,8 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the ext_authz gRPC server")
     p.add_argument("--config", help="YAML config file (environment JIRA_AUTHZ_* overrides it)")
     p.add_argument("--redis-url", help="Redis URL (default: config, or JIRA_AUTHZ_REDIS_URL)")
-    p.add_argument("--log-level", default="info",
-                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   help="overrides log.level")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("up", help="run the local stack: Redis, authz, Envoy, stub Jira")

@@ -290,10 +290,10 @@ def test_strict_audit_with_room_allows() -> None:
 
 
 def test_non_strict_full_sink_allows_and_counts_drop() -> None:
-    before = metric("jira_authz_audit_dropped_total")
+    before = metric("jira_authz_audit_emit_failures_total")
     svc, _, _ = service(audit=FakeAudit(accept=False))
     assert run(svc, req(basic("alice", SECRET))).outcome is Outcome.ALLOW
-    assert metric("jira_authz_audit_dropped_total") == before + 1
+    assert metric("jira_authz_audit_emit_failures_total") == before + 1
 
 
 @pytest.mark.parametrize("strict", [False, True])
