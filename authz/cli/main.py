@@ -92,6 +92,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     logs.setup(args.log_level or cfg.log.level)
+    workers = 1 if args.workers is None else args.workers
+    if workers != 1:
+        from authz.workers import default_workers, run
+
+        extra = [f"--log-level={args.log_level}"] if args.log_level else []
+        extra += [f"--config={args.config}"] if args.config else []
+        extra += [f"--redis-url={args.redis_url}"] if args.redis_url else []
+        try:
+            return run(cfg, workers or default_workers(), extra)
+        except ValueError as e:
+            raise CliError(str(e)) from None
     asyncio.run(serve(cfg))
     return 0
 
@@ -422,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-url", help="Redis URL (default: config, or JIRA_AUTHZ_REDIS_URL)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                    help="overrides log.level")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="N server processes on ports check, check+1, ... (0: one per core; "
+                   "default 1); Envoy must list every port (docs/performance.md)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("up", help="run the local stack: Redis, authz, Envoy, stub Jira")
