@@ -10,9 +10,18 @@ from collections.abc import Callable, Iterator
 from importlib import metadata
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+disable_created_metrics()  # *_created series double the exposition for no alerting value
 
 # Sub-millisecond decisions need fine low buckets; the tail goes up to the Check timeout.
 _LATENCY_BUCKETS = (

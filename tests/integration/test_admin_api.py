@@ -65,18 +65,19 @@ def auth(secret: str = ADMIN_SECRET) -> list[tuple[str, str]]:
 
 
 async def test_admin_api_refuses_missing_or_wrong_credential(admin_env: dict[str, str]) -> None:
-    async with running_server(admin_env):
-        async with grpc.aio.insecure_channel(admin_env["JIRA_AUTHZ_LISTEN_ADMIN"]) as ch:
-            stub = admin_pb2_grpc.TokenAdminStub(ch)
-            for md in ([], auth("wrong-secret-wrong-secret"), [("authorization", ADMIN_SECRET)]):
-                with pytest.raises(grpc.aio.AioRpcError) as e:
-                    await stub.ListTokens(pb.ListTokensRequest(), metadata=md, timeout=5)
-                assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    async with running_server(admin_env), grpc.aio.insecure_channel(
+        admin_env["JIRA_AUTHZ_LISTEN_ADMIN"]
+    ) as ch:
+        stub = admin_pb2_grpc.TokenAdminStub(ch)
+        for md in ([], auth("wrong-secret-wrong-secret"), [("authorization", ADMIN_SECRET)]):
             with pytest.raises(grpc.aio.AioRpcError) as e:
-                await stub.CreateToken(pb.CreateTokenRequest(label="x"), timeout=5)
+                await stub.ListTokens(pb.ListTokensRequest(), metadata=md, timeout=5)
             assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            ok = await stub.ListTokens(pb.ListTokensRequest(), metadata=auth(), timeout=5)
-            assert list(ok.tokens) == []
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.CreateToken(pb.CreateTokenRequest(label="x"), timeout=5)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        ok = await stub.ListTokens(pb.ListTokensRequest(), metadata=auth(), timeout=5)
+        assert list(ok.tokens) == []
 
 
 async def test_admin_api_is_not_served_without_a_credential(redis_url: str, prefix: str) -> None:
