@@ -7,6 +7,7 @@ a clean clone.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from setuptools import build_meta as _orig
@@ -39,8 +40,21 @@ def compile_protos() -> None:
         (d / "__init__.py").touch()
 
 
+def bundle_envoy_configs() -> None:
+    """Ship deploy/envoy inside the wheel (authz/deploy/envoy) so `jira-authz up` runs the same
+    files when installed from a wheel; a checkout reads deploy/ directly."""
+    src = ROOT / "deploy" / "envoy"
+    dst = ROOT / "authz" / "deploy" / "envoy"
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    for f in src.glob("*.yaml"):
+        shutil.copy2(f, dst / f.name)
+
+
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):  # type: ignore[no-untyped-def]
     compile_protos()
+    bundle_envoy_configs()
     return _orig.build_wheel(wheel_directory, config_settings, metadata_directory)
 
 
