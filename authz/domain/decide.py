@@ -82,16 +82,24 @@ def screen(req: HttpRequest, policy: Policy) -> Decision | Credentials:
     return parsed
 
 
+def same_user(a: str, b: str) -> bool:
+    """User names compared the way Jira compares them: lower-cased, not case-folded.
+
+    Jira lower-cases names (Java ``toLowerCase``), which keeps ``maß`` and ``mass``, ``ﬀ`` and
+    ``ff`` apart as different accounts; Unicode case folding would merge them and let a token
+    allowed for one act for the other.
+    """
+    return a.lower() == b.lower()
+
+
 def _login_matches(token: Token, login: str) -> bool:
-    want = login.casefold()
     return token.user is not None and (
-        token.user.casefold() == want or any(x.casefold() == want for x in token.logins)
+        same_user(token.user, login) or any(same_user(x, login) for x in token.logins)
     )
 
 
 def _on_behalf_of(token: Token, requested: str) -> bool:
-    want = requested.casefold()
-    return any(x == "*" or x.casefold() == want for x in token.on_behalf_of)
+    return any(x == "*" or same_user(x, requested) for x in token.on_behalf_of)
 
 
 def judge(
@@ -138,7 +146,7 @@ def judge(
         return _deny(Reason.NO_LIMIT_MATCHED, 403, result.why, effective_user=user, **common)
     requested = req.headers.get(policy.identity_header, "").strip()
     effective = user
-    if requested and requested.casefold() != user.casefold():
+    if requested and not same_user(requested, user):
         if "," in requested or not _on_behalf_of(token, requested):
             return _deny(Reason.ON_BEHALF_NOT_ALLOWED, 403,
                          "this token may not act on behalf of the requested user",

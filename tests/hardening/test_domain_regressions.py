@@ -1,0 +1,76 @@
+"""Bugs the hardening suites found in ``authz.domain``, pinned so they stay fixed.
+
+Each test failed before its fix; the fix lives in its own commit.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from authz.domain import secrets
+from authz.domain.decide import Policy, judge, screen
+from authz.domain.model import Decision, HttpRequest, Outcome, Reason, Token
+
+SECRET = secrets.generate_secret()
+
+
+def _request(login: str, **headers: str) -> HttpRequest:
+    auth = "Basic " + base64.b64encode(f"{login}:{SECRET}".encode()).decode()
+    return HttpRequest("GET", "https", "jira.example.com", "/rest/api/2/myself", "",
+                       {"authorization": auth, **headers}, "10.0.0.7")
+
+
+def _decide(token: Token, login: str, **headers: str) -> Decision:
+    r = _request(login, **headers)
+    first = screen(r, Policy())
+    assert not isinstance(first, Decision), first
+    return judge(r, first, token, Policy(), 0.0)
+
+
+# Jira lower-cases user names (Java's toLowerCase): it keeps "maß" and "mass", "ﬀ" and "ff"
+# apart. Unicode case folding merges them, so comparing with casefold() let a token allowed to
+# act for "mass" act for the distinct Jira user "maß".
+FOLD_ONLY = [("mass", "maß"), ("MASS", "MAẞ"), ("ff", "ﬀ"), ("strasse", "straße"),
+             ("ss", "ß"), ("fi", "ﬁ")]
+
+
+@pytest.mark.parametrize(("allowed", "requested"), FOLD_ONLY)
+def test_on_behalf_of_does_not_equate_case_folded_names(allowed: str, requested: str) -> None:
+    token = Token(id="t1", secret_hash=secrets.hash_secret(SECRET), user="alice",
+                  on_behalf_of=(allowed,))
+    d = _decide(token, "alice", contextuser=requested)
+    assert d.outcome is Outcome.DENY, d.effective_user
+    assert d.reason is Reason.ON_BEHALF_NOT_ALLOWED and d.status == 403
+
+
+@pytest.mark.parametrize(("user", "requested"), FOLD_ONLY)
+def test_identity_header_fold_equal_to_own_user_is_another_user(
+    user: str, requested: str
+) -> None:
+    """Before the fix, "maß" counted as the token's own user "mass": allowed, and Jira got
+    "mass". It is another Jira account, so it needs on-behalf-of permission."""
+    token = Token(id="t1", secret_hash=secrets.hash_secret(SECRET), user=user)
+    d = _decide(token, user, contextuser=requested)
+    assert d.outcome is Outcome.DENY and d.reason is Reason.ON_BEHALF_NOT_ALLOWED
+
+
+@pytest.mark.parametrize(("user", "login"), FOLD_ONLY)
+def test_bound_login_not_matched_by_case_folding(user: str, login: str) -> None:
+    token = Token(id="t1", secret_hash=secrets.hash_secret(SECRET), user=user)
+    d = _decide(token, login)
+    assert d.outcome is Outcome.DENY
+    assert d.reason is Reason.WRONG_USER and d.status == 401
+
+
+@pytest.mark.parametrize(("user", "variant"), [("alice", "ALICE"), ("maß", "MAẞ"),
+                                               ("émile", "ÉMILE"), ("kate", "\u212aATE")])
+def test_case_variants_still_equal(user: str, variant: str) -> None:
+    """Plain case differences (as Jira lower-cases them) keep working everywhere."""
+    token = Token(id="t1", secret_hash=secrets.hash_secret(SECRET), user=user,
+                  on_behalf_of=(user,))
+    d = _decide(token, variant)
+    assert d.outcome is Outcome.ALLOW and d.effective_user == user
+    d = _decide(token, user, contextuser=variant)
+    assert d.outcome is Outcome.ALLOW
