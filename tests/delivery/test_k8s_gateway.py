@@ -154,7 +154,7 @@ def test_body_routes_send_the_body_with_the_check(helm: Any) -> None:
     assert [r["name"] for r in routes] == ["reject-path-parameters", "with-body-0", "jira"]
     settings = routes[1]["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
     assert settings["check_settings"]["with_request_body"] == {
-        "max_request_bytes": 65536, "allow_partial_message": False}
+        "max_request_bytes": 65536, "allow_partial_message": False, "pack_as_bytes": True}
 
 
 def test_gateway_image_is_the_validated_envoy_version(envoy_bin: str) -> None:
