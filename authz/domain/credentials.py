@@ -8,6 +8,7 @@ OAuth, Negotiate, …) are not ours and yield ``None`` so they pass through to J
 from __future__ import annotations
 
 import binascii
+import re
 from base64 import b64decode
 from dataclasses import dataclass, field
 from typing import Literal
@@ -32,8 +33,13 @@ class CredentialError:
     """The secret when the header could be split that far (to tell a token from a password)."""
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# For an ASCII string, str.isspace() or a control character is exactly this class.
+_BEARER_BAD = re.compile(r"[\x00-\x20\x7f]")
+
+
 def _has_control(s: str) -> bool:
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in s)
+    return _CONTROL.search(s) is not None
 
 
 def _parse_basic(param: str) -> Credentials | CredentialError:
@@ -60,7 +66,7 @@ def _parse_basic(param: str) -> Credentials | CredentialError:
 
 
 def _parse_bearer(param: str) -> Credentials | CredentialError:
-    if any(c.isspace() or _has_control(c) for c in param) or not param.isascii():
+    if not param.isascii() or _BEARER_BAD.search(param) is not None:
         return CredentialError("Bearer token contains invalid characters", "bearer")
     return Credentials("bearer", "", param)
 

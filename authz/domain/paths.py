@@ -28,6 +28,8 @@ def split_path(raw: str) -> tuple[str, str]:
 
 def _decode_escapes(path: str) -> bytes | str:
     """Percent-decoded bytes, or the reason the escapes are malformed or dangerous."""
+    if "%" not in path:
+        return path.encode("utf-8")  # nothing to decode (the common case)
     out = bytearray()
     i = 0
     n = len(path)
