@@ -51,6 +51,12 @@ class RedisConfig:
     """Connecting, and waiting for a free pooled connection, gives up after this long."""
     max_connections: int = 64
     """Size of the connection pool shared by lookups, audit writes and admin calls."""
+    mode: str = "standalone"
+    """standalone, sentinel or cluster (cluster: key_prefix needs a hash tag: {jira-authz}:)."""
+    sentinels: tuple[str, ...] = ()
+    """Sentinel mode: host:port of each Sentinel; the URL then supplies password, db and TLS."""
+    sentinel_master: str = "mymaster"
+    """Sentinel mode: the monitored master's name."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +209,18 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"redis.{k}", "must be > 0")
     if cfg.redis.max_connections < 1:
         raise ConfigError("redis.max_connections", "must be >= 1")
+    if cfg.redis.mode not in ("standalone", "sentinel", "cluster"):
+        raise ConfigError("redis.mode", "must be standalone, sentinel or cluster")
+    if cfg.redis.mode == "sentinel":
+        if not cfg.redis.sentinels:
+            raise ConfigError("redis.sentinels", "sentinel mode needs at least one host:port")
+        for sentinel in cfg.redis.sentinels:
+            _check_hostport("redis.sentinels", sentinel)
+    if cfg.redis.mode == "cluster":
+        pre = cfg.redis.key_prefix
+        if not ("{" in pre and "}" in pre.split("{", 1)[1] and pre.index("}") > pre.index("{") + 1):
+            raise ConfigError("redis.key_prefix", "cluster mode needs a hash tag such as "
+                              "'{jira-authz}:' so a token's keys share one slot")
     if not cfg.auth.schemes or any(s not in ("basic", "bearer") for s in cfg.auth.schemes):
         raise ConfigError("auth.schemes", "must list basic, bearer or both")
     if cfg.auth.unauthenticated not in ("pass", "deny"):

@@ -66,50 +66,64 @@ BUILD.info({"version": _version()})
 
 
 class RuntimeCollector(Collector):
-    """Exposes the cache's and the audit stream's counters, read at scrape time."""
+    """Exposes the caches' and audit streams' counters, read at scrape time.
 
-    def __init__(self, cache: Any, audit: Any) -> None:
-        self.cache = cache
-        self.audit = audit
+    One collector for the process, summing over every running server (normally one; tests and
+    benchmarks run several in one process)."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[Any, Any]] = []
 
     def collect(self) -> Iterator[Any]:
-        c = self.cache.stats
+        caches = [c for c, _ in self.parts]
+        audits = [a for _, a in self.parts]
+
+        def total(objs: list[Any], attr: str) -> float:
+            return float(sum(getattr(o.stats, attr) for o in objs))
+
         lookups = CounterMetricFamily("jira_authz_cache_lookups", "Token cache lookups",
                                       labels=["result"])
-        lookups.add_metric(["hit"], c.hits)
-        lookups.add_metric(["miss"], c.misses)
-        lookups.add_metric(["stale"], c.stale_serves)
+        lookups.add_metric(["hit"], total(caches, "hits"))
+        lookups.add_metric(["miss"], total(caches, "misses"))
+        lookups.add_metric(["stale"], total(caches, "stale_serves"))
         yield lookups
         yield GaugeMetricFamily("jira_authz_cache_entries", "Entries in the token cache",
-                                value=len(self.cache))
+                                value=float(sum(len(c) for c in caches)))
         yield CounterMetricFamily("jira_authz_cache_evictions", "Cache entries evicted (LRU)",
-                                  value=c.evictions)
+                                  value=total(caches, "evictions"))
         yield CounterMetricFamily("jira_authz_invalidations",
                                   "Token change messages received over pub/sub",
-                                  value=c.invalidations)
+                                  value=total(caches, "invalidations"))
         yield CounterMetricFamily("jira_authz_pubsub_resubscribes",
                                   "Times the invalidation subscription was re-established",
-                                  value=c.resubscribes)
+                                  value=total(caches, "resubscribes"))
         yield GaugeMetricFamily("jira_authz_pubsub_subscribed",
-                                "1 while the invalidation subscription is up",
-                                value=1.0 if self.cache.subscribed else 0.0)
-        a = self.audit.stats
+                                "1 while every invalidation subscription is up",
+                                value=1.0 if caches and all(c.subscribed for c in caches)
+                                else 0.0)
         yield GaugeMetricFamily("jira_authz_audit_queue_depth",
-                                "Audit events buffered, not yet written", value=a.depth)
+                                "Audit events buffered, not yet written",
+                                value=float(sum(a.stats.depth for a in audits)))
         events = CounterMetricFamily("jira_authz_audit_events", "Audit events by outcome",
                                      labels=["outcome"])
-        events.add_metric(["queued"], a.emitted)
-        events.add_metric(["flushed"], a.flushed)
-        events.add_metric(["dropped"], a.dropped)
+        events.add_metric(["queued"], total(audits, "emitted"))
+        events.add_metric(["flushed"], total(audits, "flushed"))
+        events.add_metric(["dropped"], total(audits, "dropped"))
         yield events
         yield CounterMetricFamily("jira_authz_audit_dropped",
-                                  "Audit events that could not be kept", value=a.dropped)
+                                  "Audit events that could not be kept",
+                                  value=total(audits, "dropped"))
         yield CounterMetricFamily("jira_authz_audit_flush_errors",
-                                  "Failed audit writes (retried)", value=a.flush_errors)
+                                  "Failed audit writes (retried)",
+                                  value=total(audits, "flush_errors"))
+
+
+RUNTIME = RuntimeCollector()
+REGISTRY.register(RUNTIME)
 
 
 def register_runtime(cache: Any, audit: Any) -> Callable[[], None]:
-    """Register the collector; returns its unregister function (servers in tests come and go)."""
-    collector = RuntimeCollector(cache, audit)
-    REGISTRY.register(collector)
-    return lambda: REGISTRY.unregister(collector)
+    """Count this server's cache and audit stream; returns the function that stops it."""
+    part = (cache, audit)
+    RUNTIME.parts.append(part)
+    return lambda: RUNTIME.parts.remove(part)

@@ -22,7 +22,7 @@ from prometheus_client import start_http_server
 
 from authz import metrics
 from authz.adapters.audit_stream import AuditStream
-from authz.adapters.redis_conn import create_client
+from authz.adapters.redis_conn import create_client, create_pubsub_client
 from authz.adapters.redis_store import RedisTokenStore, StoreUnavailable
 from authz.adapters.token_cache import TokenCache
 from authz.admin.grpc_api import build_admin_server
@@ -101,8 +101,9 @@ class Server:
         self.cfg = cfg
         self.redis = create_client(cfg.redis)
         self.store = RedisTokenStore(self.redis, cfg.redis.key_prefix)
+        self.pubsub_redis = create_pubsub_client(cfg.redis)
         self.cache = TokenCache(
-            self.store, cfg.cache,
+            self.store, cfg.cache, pubsub_client=self.pubsub_redis,
             on_propagation=metrics.PROPAGATION.observe, on_read=metrics.REDIS_LATENCY.observe,
         )
         self.audit = AuditStream(
@@ -203,6 +204,9 @@ class Server:
             http_server.shutdown()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
+        if self.pubsub_redis is not None:
+            with contextlib.suppress(Exception):
+                await self.pubsub_redis.aclose()
         log.info("stopped", extra={"audit_dropped": self.audit.stats.dropped})
 
 

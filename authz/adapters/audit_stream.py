@@ -88,7 +88,7 @@ class AuditStream:
         ``cfg.max_age_days`` > 0. ``query_lag_seconds``/``clock_skew_seconds``: how far an
         entry's write time (its ID) may lag behind / run ahead of the event time, for ``query``.
         """
-        if isinstance(client, Redis):
+        if hasattr(client, "xadd"):  # a client (standalone, Sentinel or Cluster), not a factory
             self._client: Redis | None = client
             self._factory: Callable[[], Redis] | None = None
         else:

@@ -19,6 +19,7 @@ cannot be decoded as ``CorruptRecord``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -29,8 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
+from authz.adapters.redis_conn import is_cluster
 from authz.domain.model import Token
 
 # --- errors -------------------------------------------------------------------------------------
@@ -238,7 +240,7 @@ def _redis_errors(key: str = "") -> Iterator[None]:
         if str(e).startswith("WRONGTYPE"):
             raise CorruptRecord(key or "?", "key holds the wrong Redis type") from e
         raise StoreUnavailable(f"redis error: {type(e).__name__}: {e}") from e
-    except (TimeoutError, RedisError, OSError) as e:
+    except (TimeoutError, RedisError, RedisClusterException, OSError) as e:
         raise StoreUnavailable(f"redis unavailable: {type(e).__name__}: {e}") from e
 
 
@@ -448,6 +450,16 @@ class RedisTokenStore:
     async def record_use(self, counts: Mapping[str, tuple[int, float]]) -> None:
         """Add use counts and raise ``last_used_at`` (never lowers it), for existing ids only."""
         items = [(tid, n, at) for tid, (n, at) in counts.items() if n > 0 or at]
+        for tid, _n, _at in items:
+            _check_id(tid)
+        if is_cluster(self.client):
+            # Cluster pipelines refuse scripts; each token is one slot-local script call.
+            with _redis_errors(self.set_key):
+                await asyncio.gather(*(
+                    self._record_use(keys=[self.token_key(tid)], args=[int(n), _fmt_float(at)])
+                    for tid, n, at in items
+                ))
+            return
         for start in range(0, len(items), _LIST_BATCH):
             with _redis_errors(self.set_key):
                 async with self.client.pipeline(transaction=False) as pipe:
