@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import shutil
 import socket
 import subprocess
 import time
@@ -33,7 +34,7 @@ class Node:
     """One redis-server (or Sentinel) process with arbitrary arguments, always killed."""
 
     def __init__(self, workdir: Path, *args: str, sentinel_conf: str | None = None,
-                 bus_port: int = 0) -> None:
+                 bus_port: int = 0, tls: bool = False) -> None:
         self.port = free_port()
         self.bus_port = bus_port
         if bus_port:
@@ -45,6 +46,11 @@ class Node:
             conf = self.dir / "sentinel.conf"
             conf.write_text(f"port {self.port}\nbind 127.0.0.1\n{sentinel_conf}")
             cmd += [str(conf), "--sentinel"]
+        elif tls:
+            # The TLS port is in args (--port 0 turns plain TCP off); wait for that one.
+            self.port = int(args[args.index("--tls-port") + 1])
+            cmd += ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--dir", str(self.dir), *args]
         else:
             cmd += ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                     "--appendonly", "no", "--dir", str(self.dir), *args]
@@ -263,3 +269,41 @@ async def test_sentinel_mode_follows_a_failover(nodes: list[Node], tmp_path: Pat
     finally:
         await rs.aclose()
         await sc.aclose()
+
+
+def _tls_material(d: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1 (openssl CLI)."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", "server.key", "-out", "server.csr")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "1", "-extfile", "ext.cnf", "-out", "server.crt")
+    return d / "ca.crt", d / "server.crt", d / "server.key"
+
+
+async def test_tls_and_auth_url(nodes: list[Node], tmp_path: Path) -> None:
+    """rediss:// with a password: the server verifies Redis's certificate against the CA."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl CLI not available to make test certificates")
+    ca, crt, key = _tls_material(tmp_path)
+    tls = Node(tmp_path, "--port", "0", "--tls-port", str(free_port()), "--tls-cert-file",
+               str(crt), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca),
+               "--tls-auth-clients", "no", "--requirepass", "s3cret-redis-pw", tls=True)
+    nodes.append(tls)
+    url = (f"rediss://:s3cret-redis-pw@127.0.0.1:{tls.port}/0"
+           f"?ssl_ca_certs={ca}&ssl_cert_reqs=required")
+    await _exercise(_env(url, "tls:"))
+    # Without the password, or without trusting the CA, nothing works (fail closed).
+    for bad in (url.replace(":s3cret-redis-pw@", ":wrong@"),
+                url.replace(f"ssl_ca_certs={ca}&", "")):
+        client = create_client(load_config(environ=_env(bad, "tls:")).redis)
+        try:
+            with pytest.raises(Exception):  # noqa: B017 (auth or certificate error)
+                await client.ping()
+        finally:
+            await client.aclose()
