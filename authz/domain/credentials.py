@@ -13,6 +13,8 @@ from base64 import b64decode
 from dataclasses import dataclass, field
 from typing import Literal
 
+from authz.domain.secrets import has_prefix
+
 Scheme = Literal["basic", "bearer"]
 
 
@@ -30,7 +32,8 @@ class CredentialError:
     reason: str
     scheme: str = ""
     secret: str = field(default="", repr=False)
-    """The secret when the header could be split that far (to tell a token from a password)."""
+    """The secret when the header could be split that far (to tell a token from a password):
+    a malformed header that still carries one of our tokens is a token call, and audited."""
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -59,7 +62,7 @@ def _parse_basic(param: str) -> Credentials | CredentialError:
     if not secret:
         return CredentialError("Basic credentials have an empty secret", "basic")
     if _has_control(login) or _has_control(secret):
-        return CredentialError("Basic credentials contain control characters", "basic")
+        return CredentialError("Basic credentials contain control characters", "basic", secret)
     if login != login.strip():
         return CredentialError("Basic login has leading or trailing spaces", "basic", secret)
     return Credentials("basic", login, secret)
@@ -67,8 +70,17 @@ def _parse_basic(param: str) -> Credentials | CredentialError:
 
 def _parse_bearer(param: str) -> Credentials | CredentialError:
     if not param.isascii() or _BEARER_BAD.search(param) is not None:
-        return CredentialError("Bearer token contains invalid characters", "bearer")
+        return CredentialError("Bearer token contains invalid characters", "bearer", param)
     return Credentials("bearer", "", param)
+
+
+def _token_among(parts: list[str], max_bytes: int) -> str:
+    """The first of our tokens carried by any of several joined values, or ''."""
+    for part in parts:
+        got = parse_authorization(part, max_bytes=max_bytes)
+        if got is not None and has_prefix(got.secret):
+            return got.secret
+    return ""
 
 
 def parse_authorization(value: str | None, *, max_bytes: int = 8192) -> (
@@ -81,7 +93,8 @@ def parse_authorization(value: str | None, *, max_bytes: int = 8192) -> (
         return CredentialError(f"Authorization header is longer than {max_bytes} bytes")
     if "," in value:
         # Envoy joins repeated headers with ','; neither base64 nor our secrets contain one.
-        return CredentialError("more than one Authorization header or value")
+        return CredentialError("more than one Authorization header or value",
+                               secret=_token_among(value.split(","), max_bytes))
     scheme, sep, param = value.strip(" \t").partition(" ")
     low = scheme.lower()
     if low not in ("basic", "bearer"):

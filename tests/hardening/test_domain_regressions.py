@@ -74,3 +74,47 @@ def test_case_variants_still_equal(user: str, variant: str) -> None:
     assert d.outcome is Outcome.ALLOW and d.effective_user == user
     d = _decide(token, user, contextuser=variant)
     assert d.outcome is Outcome.ALLOW
+
+
+# A malformed header that still carries one of our tokens is a token call: SPEC §7 wants every
+# token call audited, and probing with a stolen token in a duplicated or garbled header must
+# leave a trace. Before the fix these were refused (401) without an audit event.
+def _basic(login: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{login}:{secret}".encode()).decode()
+
+
+TOKEN_IN_MALFORMED = [
+    pytest.param(f"Bearer {SECRET} extra", id="bearer-two-words"),
+    pytest.param(f"Bearer {SECRET}\x0b", id="bearer-vertical-tab"),
+    pytest.param(f"{_basic('alice', SECRET)}, {_basic('admin', 'jira-password')}",
+                 id="duplicate-token-then-password"),
+    pytest.param(f"{_basic('admin', 'jira-password')}, Bearer {SECRET}",
+                 id="duplicate-password-then-bearer"),
+    pytest.param(f"Bearer {SECRET},Bearer {SECRET}", id="duplicate-same-token"),
+    pytest.param(f"Bearer jat_,{SECRET[4:]}", id="comma-inside-token"),
+    pytest.param(_basic("ali\x01ce", SECRET), id="control-char-login"),
+    pytest.param(_basic("alice", SECRET + "\x7f"), id="control-char-secret"),
+]
+
+
+@pytest.mark.parametrize("auth", TOKEN_IN_MALFORMED)
+def test_malformed_header_with_a_token_is_audited(auth: str) -> None:
+    r = HttpRequest("GET", "https", "jira.example.com", "/rest/api/2/myself", "",
+                    {"authorization": auth}, "10.0.0.7")
+    d = screen(r, Policy())
+    assert isinstance(d, Decision) and d.status == 401, d
+    assert d.token_like, "a token call refused without an audit event"
+    assert SECRET not in d.message
+
+
+@pytest.mark.parametrize("auth", [
+    f"{_basic('alice', 'pw-one-123')}, {_basic('bob', 'pw-two-456')}",
+    "Bearer pat one two",
+    _basic("ali\x01ce", "jira-password"),
+])
+def test_malformed_header_without_a_token_is_not_audited(auth: str) -> None:
+    r = HttpRequest("GET", "https", "jira.example.com", "/rest/api/2/myself", "",
+                    {"authorization": auth}, "10.0.0.7")
+    d = screen(r, Policy())
+    assert isinstance(d, Decision) and d.status == 401
+    assert not d.token_like
