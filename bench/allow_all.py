@@ -1,0 +1,79 @@
+"""The framework ceiling: an ext_authz server that allows everything, on our gRPC stack.
+
+``--mode aio`` is exactly what jira-authz runs (grpc.aio, same server options) with a handler
+that does nothing; ``--mode threads`` is grpcio's synchronous server on a thread pool, the
+alternative serving model the benchmark compares against. The answer is a constant
+``CheckResponse`` (OK, no header changes), built once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.rpc import code_pb2, status_pb2
+
+OPTIONS = [
+    ("grpc.max_concurrent_streams", 1000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+    ("grpc.so_reuseport", 0),
+]
+ALLOW = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
+
+
+class AsyncAllow(external_auth_pb2_grpc.AuthorizationServicer):
+    async def Check(self, request: object, context: object) -> external_auth_pb2.CheckResponse:
+        return ALLOW
+
+
+class SyncAllow(external_auth_pb2_grpc.AuthorizationServicer):
+    def Check(self, request: object, context: object) -> external_auth_pb2.CheckResponse:
+        return ALLOW
+
+
+async def _serve_aio(addr: str) -> None:
+    server = grpc.aio.server(options=OPTIONS)
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AsyncAllow(), server)
+    server.add_insecure_port(addr)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(s, stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+
+def _serve_threads(addr: str, threads: int) -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=OPTIONS)
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(SyncAllow(), server)
+    server.add_insecure_port(addr)
+    server.start()
+    stop = threading.Event()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, lambda *_: stop.set())
+    stop.wait()
+    server.stop(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.allow_all")
+    p.add_argument("--listen", required=True, help="host:port")
+    p.add_argument("--mode", choices=["aio", "threads"], default="aio")
+    p.add_argument("--threads", type=int, default=16)
+    args = p.parse_args(argv)
+    if args.mode == "aio":
+        asyncio.run(_serve_aio(args.listen))
+    else:
+        _serve_threads(args.listen, args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

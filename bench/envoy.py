@@ -1,0 +1,53 @@
+"""Envoy configs for the three scenarios, derived from the shipped deploy/envoy/sidecar.yaml.
+
+All three keep every setting of the shipped sidecar (normalisation, access log, ext_authz
+timeout and failure mode, HTTP/2 options of the authz cluster) and change only:
+
+* the ``jira`` route answers ``direct_response`` 200, so the upstream costs nothing and the
+  three differ only in authorization;
+* (a) ``none``: the ext_authz filter is removed: the limit;
+* (b)/(c): the ``jira_authz`` cluster lists one endpoint per server process (``ports``), which
+  is how ``--workers N`` is meant to be deployed (round-robin over ports spreads Checks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authz.stack import envoy_config
+
+EXT_AUTHZ = "envoy.filters.http.ext_authz"
+
+
+def build(*, listener_port: int, admin_port: int, authz_ports: list[int] | None,
+          host: str = "127.0.0.1") -> dict[str, Any]:
+    """The shipped sidecar with a direct_response upstream; no ext_authz if ``authz_ports``
+    is None."""
+    cfg = envoy_config.patch(
+        envoy_config.load(envoy_config.SIDECAR),
+        listener_port=listener_port,
+        admin_port=admin_port,
+        clusters={"jira": (host, 9), "jira_authz": (host, (authz_ports or [9])[0])},
+    )
+    listener = cfg["static_resources"]["listeners"][0]
+    hcm_filter = next(f for f in listener["filter_chains"][0]["filters"]
+                      if f["name"] == "envoy.filters.network.http_connection_manager")
+    hcm = hcm_filter["typed_config"]
+    for vh in hcm["route_config"]["virtual_hosts"]:
+        for route in vh["routes"]:
+            if "route" in route and route["route"].get("cluster") == "jira":
+                del route["route"]
+                route["direct_response"] = {"status": 200, "body": {"inline_string": "ok"}}
+    if authz_ports is None:
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != EXT_AUTHZ]
+        for vh in hcm["route_config"]["virtual_hosts"]:
+            for route in vh["routes"]:
+                route.get("typed_per_filter_config", {}).pop(EXT_AUTHZ, None)
+    else:
+        cluster = next(c for c in cfg["static_resources"]["clusters"]
+                       if c["name"] == "jira_authz")
+        cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": p}}}}
+            for p in authz_ports
+        ]}]
+    return cfg

@@ -1,0 +1,844 @@
+"""The side-by-side benchmark: ``python -m bench`` (see docs/performance.md for the method).
+
+Scenarios, all on 127.0.0.1, all Envoys running the shipped sidecar config with a
+``direct_response`` upstream (bench/envoy.py):
+
+* ``a``  Envoy, no ext_authz: the limit;
+* ``b1`` / ``b2``  Envoy + ext_authz to an allow-all grpc.aio server, 1 process / 2 processes
+  (one port each): the framework ceiling;
+* ``c1`` / ``c2``  Envoy + jira-authz (10,000 tokens in Redis, realistic mix, audit and
+  metrics on), ``serve`` / ``serve --workers 2``;
+* ``n1``  as ``c1`` with the audit sink replaced by a no-op (audit on vs off);
+* direct Check RPC (no Envoy, h2load) for b1, b2, c1, c2; serving models (asyncio vs thread
+  pool, floating vs pinned) on the allow-all server.
+
+Every run is bounded (duration and request count); every process started is stopped at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import platform
+import random
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from authz.stack.processes import (
+    ensure_port_free,
+    find_envoy,
+    find_redis_server,
+    free_port,
+    grpc_health_probe,
+    http_ok_probe,
+    redis_ping_probe,
+    tcp_probe,
+    wait_until,
+)
+from bench import data, envoy, tools
+from bench.checks import CHECK_PATH, check_request, grpc_frame
+
+HOST = "127.0.0.1"
+PREFIX = "bench:"
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """A child in its own session; stderr to a log file (Envoy's stdout access log dropped)."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    env: dict[str, str] | None = None
+    stdout_to_log: bool = True
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        logf = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
+        self._logf = logf
+        self.popen = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL,
+            stdout=logf if self.stdout_to_log else subprocess.DEVNULL, stderr=logf,
+            env=self.env, cwd=ROOT, start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def pids(self) -> list[int]:
+        return tools.tree(self.pid) if self.alive() else []
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def check(self) -> None:
+        if self.popen is not None and self.popen.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.name} exited ({self.popen.returncode}):\n{tail}")
+
+    def stop(self) -> None:
+        p = self.popen
+        if p is None:
+            return
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=20)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=5)
+        self.popen = None
+        self._logf.close()
+
+
+def _port_free(port: int) -> bool:
+    try:
+        ensure_port_free(HOST, port, "bench")
+    except Exception:
+        return False
+    return True
+
+
+def _consecutive_ports(n: int) -> int:
+    """A port p with p .. p+n-1 free (workers listen on consecutive ports)."""
+    for _ in range(50):
+        p = free_port()
+        if p + n - 1 > 65535:
+            continue
+        if all(_port_free(p + i) for i in range(n)):
+            return p
+    raise RuntimeError("no run of free consecutive ports")
+
+
+@dataclass
+class Target:
+    """One scenario: an Envoy (unless direct-only) in front of one or more server processes."""
+
+    name: str
+    label: str
+    servers: list[Proc]
+    check_ports: list[int]
+    envoy: Proc | None = None
+    envoy_port: int = 0
+    metrics_url: str = ""
+    uses_redis: bool = False
+
+    def server_pids(self) -> list[int]:
+        return [pid for srv in self.servers for pid in srv.pids()]
+
+
+# --- the bench -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    reps: int = 3
+    duration: float = 8.0
+    warmup: float = 1.0
+    sat_duration: float = 5.0
+    rates: tuple[int, ...] = (500, 1000, 2000)
+    tokens: int = 10_000
+    revocations: int = 60
+    models: bool = True
+    out: Path = ROOT / "bench" / "results"
+    keep_workdir: bool = False
+
+
+@dataclass
+class Bench:
+    s: Settings
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="authz-bench-")))
+    procs: list[Proc] = field(default_factory=list)
+    targets: dict[str, Target] = field(default_factory=dict)
+    redis_url: str = ""
+    redis: Proc | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def log(self, msg: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    def spawn(self, name: str, argv: list[str], *, env: dict[str, str] | None = None,
+              stdout_to_log: bool = True) -> Proc:
+        p = Proc(name, argv, self.workdir / f"{name}.log", env, stdout_to_log).start()
+        self.procs.append(p)
+        return p
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            with contextlib.suppress(Exception):
+                p.stop()
+        self.procs.clear()
+
+    # --- set-up --------------------------------------------------------------------------------
+
+    def start_redis(self) -> None:
+        port = free_port()
+        self.redis_url = f"redis://{HOST}:{port}/0"
+        self.redis = self.spawn("redis", [
+            find_redis_server(), "--port", str(port), "--bind", HOST, "--save", "",
+            "--appendonly", "no", "--dir", str(self.workdir)])
+        wait_until("redis", redis_ping_probe(self.redis_url), timeout=20)
+
+    def authz_env(self, check_port: int, metrics_port: int) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JIRA_AUTHZ_")}
+        env.update({
+            "JIRA_AUTHZ_REDIS_URL": self.redis_url,
+            "JIRA_AUTHZ_REDIS_KEY_PREFIX": PREFIX,
+            "JIRA_AUTHZ_AUDIT_STREAM": f"{PREFIX}audit",
+            "JIRA_AUTHZ_LISTEN_CHECK": f"{HOST}:{check_port}",
+            "JIRA_AUTHZ_LISTEN_ADMIN": "",
+            "JIRA_AUTHZ_LISTEN_METRICS": f"{HOST}:{metrics_port}",
+            "JIRA_AUTHZ_LOG_LEVEL": "warning",
+        })
+        return env
+
+    def add_allow_all(self, name: str, label: str, procs: int, mode: str = "aio") -> Target:
+        base = _consecutive_ports(procs)
+        ports = [base + i for i in range(procs)]
+        servers = [self.spawn(f"{name}-{i}", [PY, "-m", "bench.allow_all", "--listen",
+                                              f"{HOST}:{p}", "--mode", mode])
+                   for i, p in enumerate(ports)]
+        for srv, p in zip(servers, ports, strict=True):
+            wait_until(f"{name} :{p}", grpc_health_probe(f"{HOST}:{p}", require_serving=False),
+                       timeout=30)
+            srv.check()
+        t = Target(name, label, servers, ports)
+        self.targets[name] = t
+        return t
+
+    def add_authz(self, name: str, label: str, workers: int, *, audit: bool = True) -> Target:
+        base = _consecutive_ports(workers)
+        metrics = free_port()
+        env = self.authz_env(base, metrics)
+        if audit:
+            argv = [PY, "-m", "authz", "serve"] + (["--workers", str(workers)]
+                                                    if workers > 1 else [])
+        else:
+            argv = [PY, "-m", "bench.noaudit"]
+        srv = self.spawn(name, argv, env=env)
+        ports = [base + i for i in range(workers)]
+        for p in ports:
+            wait_until(f"{name} :{p}", grpc_health_probe(f"{HOST}:{p}"), timeout=60)
+        wait_until(f"{name} metrics", tcp_probe(HOST, metrics), timeout=30)
+        srv.check()
+        t = Target(name, label, [srv], ports, metrics_url=f"http://{HOST}:{metrics}/metrics",
+                   uses_redis=True)
+        self.targets[name] = t
+        return t
+
+    def add_envoy(self, t: Target | None, name: str = "a", label: str = "") -> Target:
+        port, admin = free_port(), free_port()
+        cfg = envoy.build(listener_port=port, admin_port=admin,
+                          authz_ports=t.check_ports if t else None)
+        path = self.workdir / f"envoy-{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        proc = self.spawn(f"envoy-{name}", [
+            find_envoy(), "-c", str(path), "--disable-hot-restart", "--concurrency", "2",
+            "--log-level", "warning", "--base-id", str(random.randint(1000, 60000))],
+            stdout_to_log=False)
+        wait_until(f"envoy {name}", http_ok_probe(f"http://{HOST}:{admin}/ready"), timeout=30)
+        wait_until(f"envoy {name} listener", tcp_probe(HOST, port), timeout=10)
+        if t is None:
+            t = Target(name, label, [], [])
+            self.targets[name] = t
+        t.envoy, t.envoy_port = proc, port
+        return t
+
+    def prepare_data(self) -> None:
+        self.log(f"seeding {self.s.tokens} tokens")
+        started = time.monotonic()
+        seeded = asyncio.run(data.seed(self.redis_url, PREFIX, self.s.tokens))
+        self.raw["seed_seconds"] = time.monotonic() - started
+        self.seeded = seeded
+        mix = data.request_mix(seeded)
+        self.mix = mix
+        expect: dict[str, int] = {}
+        for r in mix:
+            expect[str(r["expect"])] = expect.get(str(r["expect"]), 0) + 1
+        self.raw["mix_expected_status"] = expect
+        strip = [{k: r[k] for k in ("method", "path", "headers")} for r in mix]
+        self.mix_file = self.workdir / "mix.json"
+        self.mix_file.write_text(json.dumps(strip))
+        hot = [r for r in data.request_mix(seeded[:100], n=2000, seed_value=5)
+               if r["expect"] == 200 and "authorization" in r["headers"]]  # type: ignore[operator]
+        self.hot_file = self.workdir / "hot.json"
+        self.hot_file.write_text(json.dumps([{k: r[k] for k in ("method", "path", "headers")}
+                                             for r in hot]))
+        self.wrk_script = self.workdir / "mix.lua"
+        self.wrk_script.write_text(_wrk_lua(strip))
+        self.bodies = []
+        picks = {"allow-basic": None, "allow-bearer": None, "deny-limit": None,
+                 "deny-login": None}
+        for r in mix:
+            auth = str(r["headers"].get("authorization", ""))  # type: ignore[union-attr]
+            kind = ("allow-bearer" if auth.startswith("Bearer") else "allow-basic") \
+                if r["expect"] == 200 and auth else (
+                "deny-limit" if r["expect"] == 403 else
+                "deny-login" if r["expect"] == 401 and auth else None)
+            if kind and picks.get(kind, 1) is None:
+                picks[kind] = r
+        for kind, r in picks.items():
+            assert r is not None, kind
+            msg = check_request(str(r["method"]), str(r["path"]),
+                                r["headers"]).SerializeToString()  # type: ignore[arg-type]
+            f = self.workdir / f"check-{kind}.bin"
+            f.write_bytes(grpc_frame(msg))
+            self.bodies.append(f)
+
+    # --- measurements --------------------------------------------------------------------------
+
+    def _snap(self, t: Target) -> dict[str, Any]:
+        snap: dict[str, Any] = {
+            "server_cpu": tools.cpu_seconds(t.server_pids()),
+            "envoy_cpu": tools.cpu_seconds(t.envoy.pids()) if t.envoy else 0.0,
+            "redis_cpu": tools.cpu_seconds(self.redis.pids()) if self.redis else 0.0,
+        }
+        if t.uses_redis:
+            snap["commandstats"] = tools.commandstats(self.redis_url)
+        if t.metrics_url:
+            snap["metrics"] = tools.scrape(t.metrics_url)
+        return snap
+
+    def _delta(self, t: Target, a: dict[str, Any], b: dict[str, Any],
+               decisions: int) -> dict[str, Any]:
+        k = 1000.0 / max(1, decisions)
+        out: dict[str, Any] = {
+            "decisions": decisions,
+            "server_cpu_s_per_1k": (b["server_cpu"] - a["server_cpu"]) * k,
+            "envoy_cpu_s_per_1k": (b["envoy_cpu"] - a["envoy_cpu"]) * k,
+            "redis_cpu_s_per_1k": (b["redis_cpu"] - a["redis_cpu"]) * k,
+            "server_rss_mb": tools.rss_bytes(t.server_pids()) / 2**20,
+            "envoy_rss_mb": tools.rss_bytes(t.envoy.pids()) / 2**20 if t.envoy else 0.0,
+        }
+        if "commandstats" in a:
+            d = tools.commandstats_delta(a["commandstats"], b["commandstats"])
+            out["redis_calls"] = d
+            out["redis_calls_per_decision"] = {c: n / max(1, decisions) for c, n in d.items()}
+        if "metrics" in a:
+            ma, mb = a["metrics"], b["metrics"]
+
+            def md(name: str, **labels: str) -> float:
+                return tools.metric_sum(mb, name, **labels) - tools.metric_sum(ma, name, **labels)
+
+            out["server_decisions"] = md("jira_authz_decisions_total")
+            out["cache_hits"] = md("jira_authz_cache_lookups_total", result="hit")
+            out["cache_misses"] = md("jira_authz_cache_lookups_total", result="miss")
+            wa = tools.per_worker(ma, "jira_authz_check_duration_seconds_count")
+            wb = tools.per_worker(mb, "jira_authz_check_duration_seconds_count")
+            out["checks_per_worker"] = {w: wb[w] - wa.get(w, 0.0) for w in sorted(wb)}
+        return out
+
+    def fixed_rate(self, t: Target, rate: int, requests: Path | None = None,
+                   duration: float | None = None) -> dict[str, Any]:
+        duration = duration or self.s.duration
+        before = self._snap(t)
+        r = subprocess.run(
+            [PY, "-m", "bench.loadgen", "--target", f"{HOST}:{t.envoy_port}", "--requests",
+             str(requests or self.mix_file), "--rate", str(rate), "--duration", str(duration),
+             "--warmup", str(self.s.warmup), "--connections", "64"],
+            capture_output=True, text=True, cwd=ROOT, timeout=duration + 60)
+        after = self._snap(t)
+        if r.returncode != 0:
+            raise RuntimeError(f"loadgen failed: {r.stderr[-2000:]}")
+        res = json.loads(r.stdout)
+        res.update(self._delta(t, before, after, res["all_done"]))
+        return res
+
+    def saturation(self, t: Target) -> dict[str, Any]:
+        """Closed loop, as many requests as Envoy + server take (wrk, 2 threads, 64 conns)."""
+        before = self._snap(t)
+        r = subprocess.run(
+            ["wrk", "-t2", "-c64", f"-d{self.s.sat_duration:g}s", "-s", str(self.wrk_script),
+             f"http://{HOST}:{t.envoy_port}/"],
+            capture_output=True, text=True, timeout=self.s.sat_duration + 60)
+        after = self._snap(t)
+        m = re.search(r"Requests/sec:\s+([\d.]+)", r.stdout)
+        total = re.search(r"(\d+) requests in", r.stdout)
+        if not m or not total:
+            raise RuntimeError(f"wrk output not understood:\n{r.stdout}\n{r.stderr}")
+        res = {"rps": float(m.group(1)), "requests": int(total.group(1))}
+        non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", r.stdout)
+        res["non_2xx"] = int(non2xx.group(1)) if non2xx else 0
+        errs = re.search(r"Socket errors:(.*)", r.stdout)
+        res["socket_errors"] = errs.group(1).strip() if errs else ""
+        res.update(self._delta(t, before, after, res["requests"]))
+        return res
+
+    def direct(self, t: Target, *, pin: bool = False, streams: int = 16) -> dict[str, Any]:
+        """The Check RPC without Envoy: one h2load per request body, each one connection."""
+        before = self._snap(t)
+        procs = []
+        prefix = ["taskset", "-c", "0"] if pin else []
+        for i, body in enumerate(self.bodies):
+            port = t.check_ports[i % len(t.check_ports)]
+            procs.append(subprocess.Popen(
+                [*prefix, "h2load", "-D", f"{self.s.sat_duration:g}", "--warm-up-time", "1",
+                 "-c", "1", "-t", "1", "-m", str(streams), "-d", str(body),
+                 "-H", "content-type: application/grpc", "-H", "te: trailers",
+                 f"http://{HOST}:{port}{CHECK_PATH}"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        rps, done, outs = 0.0, 0, []
+        for p in procs:
+            out, _ = p.communicate(timeout=self.s.sat_duration + 60)
+            outs.append(out)
+            m = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", out)
+            d = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+            if not m or not d:
+                raise RuntimeError(f"h2load output not understood:\n{out}")
+            rps += float(m.group(1))
+            done += int(d.group(2))
+        after = self._snap(t)
+        res = {"rps": rps, "requests": done}
+        res.update(self._delta(t, before, after, done))
+        return res
+
+    # --- the plan ------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        s = self.s
+        self.raw["tools"] = tools.tool_versions()
+        self.start_redis()
+        self.prepare_data()
+        self.log("starting servers and Envoys")
+        a = self.add_envoy(None, "a", "(a) Envoy, no ext_authz")
+        b1 = self.add_envoy(self.add_allow_all("b1", "(b) allow-all grpc.aio, 1 proc", 1))
+        b2 = self.add_envoy(self.add_allow_all("b2", "(b) allow-all grpc.aio, 2 procs", 2))
+        c1 = self.add_envoy(self.add_authz("c1", "(c) jira-authz, 1 proc", 1))
+        c2 = self.add_envoy(self.add_authz("c2", "(c) jira-authz, --workers 2", 2))
+        n1 = self.add_envoy(self.add_authz("n1", "(c) jira-authz, 1 proc, audit off", 1,
+                                           audit=False))
+        for t in self.targets.values():
+            if t.envoy:
+                t.envoy.check()
+        self.log("warm-up (fills the caches)")
+        warm = {t.name: self.fixed_rate(t, 1000, duration=4)
+                for t in (a, b1, b2, c1, c2, n1)}
+        self.raw["warmup_status"] = {k: v["status"] for k, v in warm.items()}
+
+        via = [a, b1, c1, b2, c2]
+        runs: dict[str, list[dict[str, Any]]] = {}
+
+        def record(key: str, value: dict[str, Any]) -> None:
+            runs.setdefault(key, []).append(value)
+
+        for rep in range(s.reps):
+            order = via[rep % len(via):] + via[:rep % len(via)]
+            self.log(f"repetition {rep + 1}/{s.reps}: saturation through Envoy")
+            for t in order:
+                record(f"{t.name}/sat", self.saturation(t))
+            self.log(f"repetition {rep + 1}/{s.reps}: direct Check")
+            for t in [x for x in order if x.servers]:
+                record(f"{t.name}/direct", self.direct(t))
+            for rate in s.rates:
+                self.log(f"repetition {rep + 1}/{s.reps}: {rate} req/s")
+                for t in order + ([n1] if rate == 1000 else []):
+                    record(f"{t.name}/{rate}", self.fixed_rate(t, rate))
+            self.log(f"repetition {rep + 1}/{s.reps}: cache-hit-only run (Redis deltas)")
+            record("c1/hits-only", self.fixed_rate(c1, 1000, requests=self.hot_file,
+                                                   duration=5))
+        self.raw["runs"] = runs
+        self.log("memory per cached token")
+        self.raw["memory"] = self.memory()
+        self.log("revocation propagation under load")
+        self.raw["revocation"] = self.revocation(c2)
+        if s.models:
+            self.log("serving models (allow-all: asyncio vs thread pool)")
+            self.raw["models"] = self.models()
+        self.raw["rss_mb"] = {t.name: tools.rss_bytes(t.server_pids()) / 2**20
+                              for t in self.targets.values() if t.servers}
+        self.raw["envoy_rss_mb"] = {t.name: tools.rss_bytes(t.envoy.pids()) / 2**20
+                                    for t in self.targets.values() if t.envoy}
+        self.raw["labels"] = {t.name: t.label for t in self.targets.values()}
+        return self.raw
+
+    def memory(self) -> dict[str, Any]:
+        from authz.domain.secrets import hash_secret
+
+        hashes = self.workdir / "hashes.txt"
+        hashes.write_text("\n".join(hash_secret(t.secret) for t in self.seeded))
+        out = {}
+        for max_entries in (100_000, 1_000):
+            r = subprocess.run([PY, "-m", "bench.memory", "--redis-url", self.redis_url,
+                                "--prefix", PREFIX, "--hashes", str(hashes),
+                                "--max-entries", str(max_entries)],
+                               capture_output=True, text=True, cwd=ROOT, timeout=300)
+            if r.returncode:
+                raise RuntimeError(r.stderr[-2000:])
+            out[str(max_entries)] = json.loads(r.stdout)
+        return out
+
+    def revocation(self, t: Target) -> dict[str, Any]:
+        """Revoke a cached token while ``t`` serves 1000 req/s; time until each process denies."""
+        load = subprocess.Popen(
+            [PY, "-m", "bench.loadgen", "--target", f"{HOST}:{t.envoy_port}", "--requests",
+             str(self.mix_file), "--rate", "1000", "--duration", "60", "--warmup", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        try:
+            time.sleep(1.0)
+            res = asyncio.run(_revocations(self.redis_url, t.check_ports, self.s.revocations))
+        finally:
+            load.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                load.communicate(timeout=10)
+            if load.poll() is None:
+                load.kill()
+                load.wait()
+        samples = res["samples_ms"]
+        res["p50_ms"] = _pct(samples, 0.5)
+        res["p99_ms"] = _pct(samples, 0.99)
+        res["max_ms"] = max(samples) if samples else None
+        if t.metrics_url:
+            m = tools.scrape(t.metrics_url)
+            res["server_histogram_count"] = tools.metric_sum(
+                m, "jira_authz_revocation_propagation_seconds_count")
+        return res
+
+    def models(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        targets = {
+            "aio-1": self.targets["b1"],
+            "aio-2": self.targets["b2"],
+            "threads-1": self.add_allow_all("t1", "allow-all thread pool, 1 proc", 1, "threads"),
+            "threads-2": self.add_allow_all("t2", "allow-all thread pool, 2 procs", 2, "threads"),
+        }
+        for _ in range(max(1, min(self.s.reps, 3))):
+            for name, t in targets.items():
+                out.setdefault(f"{name}/float", []).append(self.direct(t)["rps"])
+            for name in ("aio-1", "threads-1"):
+                t = targets[name]
+                _pin(t.server_pids(), "1")
+                try:
+                    out.setdefault(f"{name}/pinned", []).append(self.direct(t, pin=True)["rps"])
+                finally:
+                    _pin(t.server_pids(), "0-1")
+        return out
+
+
+def _pin(pids: Sequence[int], cpus: str) -> None:
+    for pid in pids:
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], capture_output=True,
+                       check=False)
+
+
+def _pct(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(q * len(s) + 0.5) - 1))]
+
+
+async def _revocations(redis_url: str, ports: list[int], count: int) -> dict[str, Any]:
+    import grpc
+    from envoy.service.auth.v3 import external_auth_pb2_grpc
+
+    from authz.adapters.redis_conn import create_client
+    from authz.adapters.redis_store import RedisTokenStore
+    from authz.config import RedisConfig
+    from authz.domain.issuing import TokenRequest, issue
+
+    client = create_client(RedisConfig(url=redis_url, socket_timeout_seconds=5.0))
+    store = RedisTokenStore(client, PREFIX)
+    channels = [grpc.aio.insecure_channel(f"{HOST}:{p}") for p in ports]
+    stubs = [external_auth_pb2_grpc.AuthorizationStub(c) for c in channels]
+    samples: list[float] = []
+    not_cached = 0
+    try:
+        for i in range(count):
+            token, secret = issue(TokenRequest(label=f"revoke {i}", user=f"rev{i}"),
+                                  now=time.time())
+            await store.create(token)
+            auth = "Basic " + base64.b64encode(f"rev{i}:{secret}".encode()).decode()
+            req = check_request("GET", "/rest/api/2/myself", {"authorization": auth})
+            for stub in stubs:  # miss (Redis read), then a hit: cached and fresh
+                for _ in range(2):
+                    r = await stub.Check(req, timeout=2)
+                    if r.status.code != 0:
+                        not_cached += 1
+            started = time.perf_counter()
+            await store.revoke(token.id, time.time())
+
+            async def until_denied(stub: Any, req: Any = req, started: float = started) -> float:
+                deadline = started + 5.0
+                while time.perf_counter() < deadline:
+                    r = await stub.Check(req, timeout=2)
+                    if r.status.code != 0:
+                        return (time.perf_counter() - started) * 1000
+                return float("inf")
+
+            samples += await asyncio.gather(*(until_denied(s) for s in stubs))
+            await asyncio.sleep(0.02)
+    finally:
+        for c in channels:
+            await c.close()
+        await client.aclose()
+    return {"processes": len(ports), "revocations": count, "samples_ms": samples,
+            "warm_checks_not_allowed": not_cached,
+            "method": "token cached and fresh in every process (a hit), revoked through the "
+                      "store at t0; each process polled with direct Checks until it denies"}
+
+
+def _wrk_lua(spec: list[dict[str, Any]]) -> str:
+    """A wrk script cycling through the request mix (pre-rendered raw HTTP requests)."""
+    reqs = []
+    for r in spec:
+        lines = [f"{r['method']} {r['path']} HTTP/1.1", "Host: 127.0.0.1"]
+        lines += [f"{k}: {v}" for k, v in r["headers"].items()]
+        raw = "\r\n".join(lines) + "\r\n\r\n"
+        lit = json.dumps(raw)
+        assert "\\u" not in lit
+        reqs.append(lit)
+    return ("local reqs = {\n" + ",\n".join(reqs) + "\n}\n"
+            "local i = 0\n"
+            "function setup(thread) thread:set('offset', math.random(#reqs)) end\n"
+            "function init(args) i = offset or 0 end\n"
+            "function request()\n  i = i % #reqs + 1\n  return reqs[i]\nend\n")
+
+
+# --- summary -------------------------------------------------------------------------------------
+
+
+def _med(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _spread(values: Sequence[float]) -> tuple[float, float]:
+    return (min(values), max(values)) if values else (float("nan"), float("nan"))
+
+
+def summarise(raw: dict[str, Any], rates: Sequence[int]) -> dict[str, Any]:
+    runs = raw["runs"]
+    summary: dict[str, Any] = {}
+
+    def stat(key: str, get: Callable[[dict[str, Any]], float]) -> dict[str, Any] | None:
+        if key not in runs:
+            return None
+        vals = [get(r) for r in runs[key]]
+        lo, hi = _spread(vals)
+        return {"median": _med(vals), "min": lo, "max": hi, "n": len(vals)}
+
+    for name in raw["labels"]:
+        row: dict[str, Any] = {"label": raw["labels"][name]}
+        row["sat_rps"] = stat(f"{name}/sat", lambda r: r["rps"])
+        row["direct_rps"] = stat(f"{name}/direct", lambda r: r["rps"])
+        for rate in rates:
+            for q in ("p50", "p99", "p99.9"):
+                row[f"{q}@{rate}"] = stat(f"{name}/{rate}", lambda r, q=q: r["latency_ms"][q])
+            row[f"errors@{rate}"] = stat(f"{name}/{rate}", lambda r: r["errors"])
+            row[f"server_cpu_per_1k@{rate}"] = stat(f"{name}/{rate}",
+                                                    lambda r: r["server_cpu_s_per_1k"])
+            row[f"envoy_cpu_per_1k@{rate}"] = stat(f"{name}/{rate}",
+                                                   lambda r: r["envoy_cpu_s_per_1k"])
+            row[f"client_cpu@{rate}"] = stat(f"{name}/{rate}", lambda r: r["client_cpu_s"])
+            row[f"lateness_p99@{rate}"] = stat(
+                f"{name}/{rate}", lambda r: r["dispatch_lateness_ms"]["p99"])
+        row["rss_mb"] = raw.get("rss_mb", {}).get(name)
+        summary[name] = row
+    return summary
+
+
+def _fmt(x: dict[str, Any] | None, digits: int = 2) -> str:
+    if not x or x["median"] != x["median"]:
+        return "-"
+    m, lo, hi = x["median"], x["min"], x["max"]
+    if x["n"] > 1:
+        return f"{m:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+    return f"{m:.{digits}f}"
+
+
+def _ratio(num: dict[str, Any] | None, den: dict[str, Any] | None) -> float | None:
+    if not num or not den or not den["median"]:
+        return None
+    return float(num["median"] / den["median"])
+
+
+def targets(raw: dict[str, Any], summary: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    b1, c1, n1 = summary["b1"], summary["c1"], summary["n1"]
+    r = _ratio(c1["direct_rps"], b1["direct_rps"])
+    out.append({"target": "direct Check/s of (c) on cache hits >= 0.85 x (b)",
+                "value": f"{r:.2f} x (b), 1 process each" if r else "-",
+                "met": bool(r and r >= 0.85)})
+    d50 = c1["p50@1000"]["median"] - b1["p50@1000"]["median"]
+    d99 = c1["p99@1000"]["median"] - b1["p99@1000"]["median"]
+    out.append({"target": "through Envoy at 1000 req/s: p50(c) <= p50(b) + 0.15 ms",
+                "value": f"+{d50:.3f} ms", "met": d50 <= 0.15})
+    out.append({"target": "through Envoy at 1000 req/s: p99(c) <= p99(b) + 0.5 ms",
+                "value": f"+{d99:.3f} ms", "met": d99 <= 0.5})
+    hits = raw["runs"].get("c1/hits-only", [])
+    # Every token read is GET (+ HGETALL when known); a refresh (entry older than
+    # cache.refresh_after_seconds) is a miss. Reads beyond 2 per miss would be paid by hits.
+    per_hit = [(h["redis_calls"].get("get", 0) + h["redis_calls"].get("hgetall", 0)
+                - 2 * h["cache_misses"]) / max(1.0, h["cache_hits"]) for h in hits]
+    reads = [sum(v for k, v in h["redis_calls_per_decision"].items() if k in ("get", "hgetall"))
+             for h in hits]
+    out.append({"target": "a cache hit costs zero synchronous Redis round trips",
+                "value": (f"token reads per hit {max(per_hit):.4f}; per decision "
+                          f"{max(reads):.4f}, all from refreshes (entries older than "
+                          "refresh_after_seconds)") if hits else "-",
+                "met": bool(hits) and max(per_hit) <= 0})
+    on, off = c1["p50@1000"]["median"], n1["p50@1000"]["median"]
+    ch = (on - off) / off * 100
+    out.append({"target": "audit on vs off changes p50 by < 5 %",
+                "value": f"{ch:+.1f} % ({on:.3f} vs {off:.3f} ms)", "met": abs(ch) < 5})
+    m = raw["memory"]["100000"]
+    bounded = raw["memory"]["1000"]["cached"] <= 1000
+    out.append({"target": "memory per cached token <= 2 KB; cache bounded and configurable",
+                "value": f"cache entry {m['entry_python_heap_bytes']:.0f} B heap / "
+                         f"{m['entry_rss_bytes']:.0f} B RSS; compiled limits "
+                         f"+{m['limits_rss_bytes']:.0f} B RSS; cache.max_entries=1000 held "
+                         f"{raw['memory']['1000']['cached']}",
+                "met": m["entry_rss_bytes"] <= 2048 and bounded})
+    rev = raw["revocation"]
+    out.append({"target": "revocation propagation p99 < 100 ms, 2 processes, under load",
+                "value": f"p99 {rev['p99_ms']:.1f} ms (p50 {rev['p50_ms']:.1f}, "
+                         f"max {rev['max_ms']:.1f}; {len(rev['samples_ms'])} samples)",
+                "met": rev["p99_ms"] is not None and rev["p99_ms"] < 100})
+    return out
+
+
+def markdown(raw: dict[str, Any], summary: dict[str, Any], rates: Sequence[int]) -> str:
+    lines = [f"# jira-authz benchmark — {raw['started']}", "",
+             f"Machine: {raw['machine']}. Median of {raw['settings']['reps']} interleaved "
+             "repetitions, (min-max) in brackets. Latency in ms from each request's scheduled "
+             "send time (open loop, bench/loadgen.py); saturation with wrk (through Envoy) and "
+             "h2load (direct Check RPC).", ""]
+    head = ["scenario", "sat req/s (Envoy)", "direct Check/s"]
+    for rate in rates:
+        head += [f"p50 @{rate}", f"p99 @{rate}", f"p99.9 @{rate}"]
+    head += ["server CPU s/1k @1000", "Envoy CPU s/1k @1000", "server RSS MB"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in summary.values():
+        if row["sat_rps"] is None and row["p50@1000"] is None:
+            continue
+        cells = [row["label"], _fmt(row["sat_rps"], 0), _fmt(row["direct_rps"], 0)]
+        for rate in rates:
+            cells += [_fmt(row[f"p50@{rate}"]), _fmt(row[f"p99@{rate}"]),
+                      _fmt(row[f"p99.9@{rate}"])]
+        cells += [_fmt(row["server_cpu_per_1k@1000"], 3), _fmt(row["envoy_cpu_per_1k@1000"], 3),
+                  f"{row['rss_mb']:.0f}" if row["rss_mb"] else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    a, b1 = summary["a"], summary["b1"]
+    lines += ["", "## Ratios (medians)", "",
+              "| scenario | sat vs (a) | sat vs (b, same procs) | direct vs (b) | "
+              "p50 @1000 - (b) | p99 @1000 - (b) |", "|---|---|---|---|---|---|"]
+    for name, base in (("c1", "b1"), ("c2", "b2"), ("b1", "b1"), ("b2", "b2")):
+        row, b = summary[name], summary[base]
+        ra = _ratio(row["sat_rps"], a["sat_rps"])
+        rb = _ratio(row["sat_rps"], b["sat_rps"])
+        rd = _ratio(row["direct_rps"], b["direct_rps"])
+        d50 = row["p50@1000"]["median"] - b["p50@1000"]["median"]
+        d99 = row["p99@1000"]["median"] - b["p99@1000"]["median"]
+        lines.append(f"| {row['label']} | {ra:.2f} | {rb:.2f} | "
+                     f"{rd:.2f} | {d50:+.3f} ms | {d99:+.3f} ms |")
+    del b1
+    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for t in raw["targets"]:
+        lines.append(f"| {t['target']} | {t['value']} | {'yes' if t['met'] else 'NO'} |")
+    lines += ["", "## Per-process split (--workers 2, through Envoy, 1000 req/s)", ""]
+    for r in raw["runs"].get("c2/1000", []):
+        w = r.get("checks_per_worker", {})
+        tot = sum(w.values()) or 1
+        lines.append("- " + ", ".join(f"worker {k}: {v:.0f} ({v / tot:.1%})"
+                                      for k, v in w.items()))
+    lines += ["", "## Redis commands per decision (c, 1 process, 1000 req/s, realistic mix)", ""]
+    for r in raw["runs"].get("c1/1000", [])[:1]:
+        lines.append("- mix: " + ", ".join(f"{k} {v:.4f}"
+                                           for k, v in r["redis_calls_per_decision"].items()))
+        hm = r["cache_hits"] + r["cache_misses"]
+        lines.append(f"- cache hit ratio on the mix: {r['cache_hits'] / max(1, hm):.3f}")
+    for r in raw["runs"].get("c1/hits-only", [])[:1]:
+        lines.append("- hits-only: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in r["redis_calls_per_decision"].items()))
+    lines += ["", "## Serving models (allow-all server, direct Check/s, h2load)", ""]
+    for k, v in raw.get("models", {}).items():
+        lines.append(f"- {k}: median {_med(v):.0f} ({', '.join(f'{x:.0f}' for x in v)})")
+    mem = raw["memory"]
+    lines += ["", "## Memory per cached token", ""]
+    for k, v in mem.items():
+        lines.append(f"- cache.max_entries={k}: {v['cached']} of {v['tokens']} tokens cached; "
+                     f"entry {v['entry_python_heap_bytes']:.0f} B Python heap, "
+                     f"{v['entry_rss_bytes']:.0f} B RSS; compiled limits "
+                     f"{v['limits_python_heap_bytes']:.0f} B heap, {v['limits_rss_bytes']:.0f} B "
+                     "RSS per token")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per fixed-rate run")
+    p.add_argument("--sat-duration", type=float, default=5.0)
+    p.add_argument("--rates", default="500,1000,2000")
+    p.add_argument("--tokens", type=int, default=10_000)
+    p.add_argument("--revocations", type=int, default=60)
+    p.add_argument("--no-models", action="store_true")
+    p.add_argument("--quick", action="store_true", help="1 rep, short runs (smoke test)")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--keep-workdir", action="store_true")
+    args = p.parse_args(argv)
+    s = Settings(reps=args.reps, duration=args.duration, sat_duration=args.sat_duration,
+                 rates=tuple(int(x) for x in args.rates.split(",")), tokens=args.tokens,
+                 revocations=args.revocations, models=not args.no_models, out=Path(args.out),
+                 keep_workdir=args.keep_workdir)
+    if args.quick:
+        s.reps, s.duration, s.sat_duration, s.revocations = 1, 3.0, 2.0, 20
+    if not (1 <= s.reps <= 10 and 0 < s.duration <= 60 and 0 < s.sat_duration <= 60):
+        p.error("reps 1..10, durations (0, 60] s")
+    tools.ensure_tools()
+    bench = Bench(s)
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        raw = bench.run()
+    finally:
+        bench.close()
+        if not s.keep_workdir:
+            import shutil
+
+            shutil.rmtree(bench.workdir, ignore_errors=True)
+    raw["started"] = started
+    raw["machine"] = (f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+                      f"Linux {platform.release()}, Python {platform.python_version()}")
+    raw["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()}
+    summary = summarise(raw, s.rates)
+    raw["summary"] = summary
+    raw["targets"] = targets(raw, summary)
+    s.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    (s.out / f"bench-{stamp}.json").write_text(json.dumps(raw, indent=1, default=str))
+    md = markdown(raw, summary, s.rates)
+    (s.out / f"bench-{stamp}.md").write_text(md)
+    (s.out / "latest.md").write_text(md)
+    (s.out / "latest.json").write_text(json.dumps(raw, indent=1, default=str))
+    print(md)
+    return 0
