@@ -49,8 +49,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # no build tools, no sources. pip compiles the .pyc files at install time, so the read-only
 # root filesystem costs no start-up time. pip itself is removed from the final image afterwards:
 # nothing installs at run time.
+# xds-protos overwrites OpenTelemetry's proto modules with an old copy: opentelemetry-proto is
+# reinstalled last so the OTLP exporter loads.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels /wheels/jira_authz-*.whl \
+ && pip install --no-index --find-links=/wheels --force-reinstall --no-deps \
+        /wheels/opentelemetry_proto-*.whl \
  && pip uninstall -y pip setuptools wheel \
  && groupadd --system --gid 10001 jira-authz \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \

@@ -24,6 +24,7 @@ from authz import metrics
 from authz.adapters.audit_stream import AuditStream
 from authz.adapters.redis_conn import create_client, create_pubsub_client
 from authz.adapters.redis_store import RedisTokenStore, StoreUnavailable
+from authz.adapters.sentinel_watch import watch_failovers
 from authz.adapters.token_cache import TokenCache
 from authz.admin.grpc_api import build_admin_server
 from authz.config import Config
@@ -53,12 +54,15 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         self.tracing = tracing
         self.access = access
         self.inflight = 0
+        self.started = 0
+        self.completed = 0
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()
         self.inflight += 1
+        self.started += 1
         try:
             metadata = context.invocation_metadata()
             with self.tracing.check_span(metadata) as span:
@@ -68,6 +72,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
             response = self.responses.build(decision)
         finally:
             self.inflight -= 1
+        self.completed += 1
         elapsed = time.perf_counter() - started
         metrics.CHECK_DURATION.observe(elapsed)
         if self.access:
@@ -143,6 +148,7 @@ class Server:
         self.admin = build_admin_server(self.redis, cfg) if cfg.listen.admin else None
         self._unregister_metrics = metrics.register_runtime(self.cache, self.audit)
         self._readiness: asyncio.Task[None] | None = None
+        self._failovers: asyncio.Task[None] | None = None
         self._metrics_http: Any = None
         self.ready = False
 
@@ -158,7 +164,15 @@ class Server:
         if self.admin is not None:
             await self.admin.start()
         self._readiness = asyncio.create_task(self._readiness_loop(), name="readiness")
+        if self.cfg.redis.mode == "sentinel":
+            self._failovers = asyncio.create_task(
+                watch_failovers(self.cfg.redis, self._on_master_switch), name="sentinel-watch"
+            )
         log.info("serving", extra={"listen": self.cfg.listen.check})
+
+    async def _on_master_switch(self) -> None:
+        self.cache.resubscribe()
+        await self.redis.connection_pool.disconnect()
 
     async def _set_ready(self, ready: bool) -> None:
         if ready != self.ready:
@@ -187,10 +201,11 @@ class Server:
         grace = self.cfg.server.grace_seconds if grace is None else grace
         started = time.monotonic()
         await self.health.enter_graceful_shutdown()
-        if self._readiness is not None:
-            self._readiness.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._readiness
+        for task in (self._readiness, self._failovers):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.admin is not None:
             await self.admin.stop(grace)
         await self.grpc.stop(grace)
@@ -207,7 +222,10 @@ class Server:
         if self.pubsub_redis is not None:
             with contextlib.suppress(Exception):
                 await self.pubsub_redis.aclose()
-        log.info("stopped", extra={"audit_dropped": self.audit.stats.dropped})
+        log.info("stopped", extra={
+            "checks_started": self.servicer.started, "checks_completed": self.servicer.completed,
+            "audit_dropped": self.audit.stats.dropped,
+        })
 
 
 async def serve(cfg: Config) -> None:

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from authz.config import TracingConfig
+from authz.config import ConfigError, TracingConfig
 from authz.domain.model import Decision, HttpRequest
 
 _TRACER_NAME = "jira-authz"
@@ -38,7 +38,17 @@ class Tracing:
             sampler=ParentBased(TraceIdRatioBased(cfg.sample_ratio)),
         )
         if processor is None:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+            try:
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                    OTLPSpanExporter,
+                )
+            except ImportError as e:
+                raise ConfigError(
+                    "tracing.exporter",
+                    f"the OTLP exporter cannot load ({e}); xds-protos overwrites "
+                    "opentelemetry-proto's modules when installed after it: run "
+                    "`pip install --force-reinstall --no-deps opentelemetry-proto`",
+                ) from None
 
             insecure = cfg.endpoint.startswith("http://")
             processor = BatchSpanProcessor(

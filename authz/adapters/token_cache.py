@@ -121,6 +121,7 @@ class TokenCache:
         self._ever_subscribed = False
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._resubscribe_requested = False
         self.stats = CacheStats()
         self._on_propagation = on_propagation
         self._on_read = on_read
@@ -309,6 +310,13 @@ class TokenCache:
             await asyncio.wait({task}, timeout=0.05)
         self._on_unsubscribed()
 
+    def resubscribe(self) -> None:
+        """Drop the subscription and subscribe again (it may sit on a demoted master); entries
+        become unconfirmed until re-read, as after any reconnect."""
+        self._resubscribe_requested = True
+        self._gen += 1
+        self._epoch += 1
+
     async def _listen_forever(self) -> None:
         """Subscribe, and re-subscribe after any failure with jittered exponential backoff."""
         delay = self._reconnect_min
@@ -337,6 +345,9 @@ class TokenCache:
             await pubsub.subscribe(self._store.channel)
             last_seen, ping_sent = time.monotonic(), 0.0
             while not self._closing:
+                if self._resubscribe_requested:
+                    self._resubscribe_requested = False
+                    raise ConnectionError("resubscribing: the Redis master changed")
                 msg = await pubsub.get_message(timeout=self._keepalive / 2)
                 now = time.monotonic()
                 if msg is not None:

@@ -153,7 +153,24 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if install.returncode != 0 and "Could not find a version" in install.stderr + install.stdout:
         pytest.skip("the package index is unreachable: cannot install the wheel's dependencies")
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    # As the Dockerfile does: opentelemetry-proto last, over xds-protos' old copy of its modules.
+    py = str(env_dir / "bin" / "python")
+    otel = subprocess.run(
+        [py, "-c", "from importlib.metadata import version; print(version('opentelemetry-proto'))"],
+        capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    subprocess.run([py, "-m", "pip", "install", "--disable-pip-version-check", "--force-reinstall",
+                    "--no-deps", f"opentelemetry-proto=={otel}"],
+                   capture_output=True, text=True, timeout=600, check=True)
     return env_dir
+
+
+def test_wheel_otlp_exporter_loads(installed: Path) -> None:
+    """Tracing's OTLP exporter imports in the installed image layout (the xds-protos clash)."""
+    proc = subprocess.run(
+        [str(installed / "bin" / "python"), "-c",
+         "from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_wheel_cli_runs_from_a_clean_venv(installed: Path) -> None:

@@ -265,10 +265,18 @@ def test_sigterm_under_load_loses_no_decision_and_no_audit_event(
                 p.kill()
     answered = results.count("ok")
     refused = [r for r in results if r != "ok"]
-    # Calls after the drain began are refused at the connection (UNAVAILABLE), never answered
-    # wrongly; every call that got an answer was a correct allow.
-    assert all(r == "rpc:UNAVAILABLE" for r in refused), set(refused)
-    assert answered >= 150
+    log_lines = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()
+                 if line.startswith("{")]
+    stopped = next(e for e in log_lines if e["message"] == "stopped")
+    # No in-flight decision lost: every Check the server began, it finished, and the client
+    # got it (+1: the warm-up call).
+    assert stopped["checks_started"] == stopped["checks_completed"] == answered + 1, stopped
+    assert stopped["audit_dropped"] == 0
+    # Calls after the drain began are refused (UNAVAILABLE on a new stream, CANCELLED on one
+    # the stopping server no longer takes), never answered wrongly; Envoy turns both into 503.
+    # Every call that got an answer was a correct allow.
+    assert all(r in ("rpc:UNAVAILABLE", "rpc:CANCELLED") for r in refused), set(refused)
+    assert answered >= 50  # the drain began with many calls in flight or queued
     client_env = env_for(redis_url, prefix)
 
     async def count() -> int:
