@@ -232,7 +232,7 @@ def _check_id(token_id: str) -> None:
 
 
 @contextlib.contextmanager
-def _redis_errors(key: str = "") -> Iterator[None]:
+def redis_errors(key: str = "") -> Iterator[None]:
     """Map Redis/network failures to StoreUnavailable; WRONGTYPE means someone else's data."""
     try:
         yield
@@ -346,7 +346,7 @@ class RedisTokenStore:
     async def get(self, token_id: str) -> Token | None:
         _check_id(token_id)
         key = self.token_key(token_id)
-        with _redis_errors(key):
+        with redis_errors(key):
             fields = await self.client.hgetall(key)
         return self._decode(fields, key, expect_id=token_id)
 
@@ -354,12 +354,12 @@ class RedisTokenStore:
         """The token owning this secret hash; a dangling secret key reads as unknown."""
         check_secret_hash(secret_hash)
         skey = self.secret_key(secret_hash)
-        with _redis_errors(skey):
+        with redis_errors(skey):
             tid = _s(await self.client.get(skey))
         if not tid:
             return None
         key = self.token_key(tid)
-        with _redis_errors(key):
+        with redis_errors(key):
             fields = await self.client.hgetall(key)
         token = self._decode(fields, key, expect_id=tid)
         if token is not None and token.secret_hash != secret_hash:
@@ -368,12 +368,12 @@ class RedisTokenStore:
 
     async def list(self) -> list[Token]:
         """Every token, oldest first; ids left in the set without a record are skipped."""
-        with _redis_errors(self.set_key):
+        with redis_errors(self.set_key):
             ids = sorted(filter(None, map(_s, await self.client.smembers(self.set_key))))
         tokens: list[Token] = []
         for start in range(0, len(ids), _LIST_BATCH):
             batch = ids[start : start + _LIST_BATCH]
-            with _redis_errors(self.set_key):
+            with redis_errors(self.set_key):
                 async with self.client.pipeline(transaction=False) as pipe:
                     for tid in batch:
                         pipe.hgetall(self.token_key(tid))
@@ -397,7 +397,7 @@ class RedisTokenStore:
         for k, v in fields.items():
             args += [k, v]
         keys = [self.token_key(token.id), self.secret_key(token.secret_hash), self.set_key]
-        with _redis_errors(keys[0]):
+        with redis_errors(keys[0]):
             result = _s(await self._create(keys=keys, args=args))
         if result == "dup_id":
             raise DuplicateId(f"token id {token.id!r} already exists")
@@ -432,7 +432,7 @@ class RedisTokenStore:
             "0" if limits is None else "1",
             json.dumps(list(limits or ()), ensure_ascii=False),
         ]
-        with _redis_errors(key):
+        with redis_errors(key):
             reply = await self._update(keys=[key], args=args)
         return self._written(reply, key, token_id)
 
@@ -443,7 +443,7 @@ class RedisTokenStore:
         _check_id(token_id)
         key = self.token_key(token_id)
         args = [self.channel, token_id, repr(time.time()), _fmt_float(at)]
-        with _redis_errors(key):
+        with redis_errors(key):
             reply = await self._revoke(keys=[key], args=args)
         return self._written(reply, key, token_id)
 
@@ -454,14 +454,14 @@ class RedisTokenStore:
             _check_id(tid)
         if is_cluster(self.client):
             # Cluster pipelines refuse scripts; each token is one slot-local script call.
-            with _redis_errors(self.set_key):
+            with redis_errors(self.set_key):
                 await asyncio.gather(*(
                     self._record_use(keys=[self.token_key(tid)], args=[int(n), _fmt_float(at)])
                     for tid, n, at in items
                 ))
             return
         for start in range(0, len(items), _LIST_BATCH):
-            with _redis_errors(self.set_key):
+            with redis_errors(self.set_key):
                 async with self.client.pipeline(transaction=False) as pipe:
                     for tid, n, at in items[start : start + _LIST_BATCH]:
                         _check_id(tid)

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from authz._proto.jira_authz.admin.v1 import admin_pb2, admin_pb2_grpc
 from authz.adapters.redis_store import StoreError, StoreUnavailable
-from authz.admin.operations import AdminError, TokenAdmin, token_state
+from authz.admin.operations import AdminError, TokenAdmin
 from authz.config import Config
 from authz.domain.audit_event import AuditRecord
 from authz.domain.issuing import TokenRequest
@@ -52,7 +52,7 @@ def token_pb(token: Token, now: float) -> admin_pb2.Token:
         expires_at=token.expires_at or 0.0, limits=list(token.limits), ips=list(token.ips),
         on_behalf_of=list(token.on_behalf_of), revoked_at=token.revoked_at or 0.0,
         last_used_at=token.last_used_at or 0.0, use_count=token.use_count,
-        state=_STATE[token_state(token, now)],
+        state=_STATE[token.state(now)],
     )
 
 

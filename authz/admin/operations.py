@@ -19,7 +19,7 @@ from authz.adapters.redis_store import (
     DuplicateSecret,
     RedisTokenStore,
     TokenNotFound,
-    _redis_errors,
+    redis_errors,
 )
 from authz.config import Config
 from authz.domain import limits as limits_mod
@@ -47,14 +47,6 @@ class AdminError(Exception):
 
 def not_found(token_id: str) -> AdminError:
     return AdminError("not_found", f"no token with id {token_id!r}")
-
-
-def token_state(token: Token, now: float) -> str:
-    if token.is_revoked(now):
-        return "revoked"
-    if token.is_expired(now):
-        return "expired"
-    return "active"
 
 
 @dataclass(frozen=True)
@@ -99,7 +91,7 @@ class TokenAdmin:
             "token_id": token_id,
             "details": json.dumps(details, sort_keys=True, ensure_ascii=False),
         }
-        with _redis_errors(self.cfg.audit.stream):
+        with redis_errors(self.cfg.audit.stream):
             await self.client.xadd(
                 self.cfg.audit.stream, event, maxlen=self.cfg.audit.max_len, approximate=True
             )
@@ -158,7 +150,7 @@ class TokenAdmin:
             t for t in await self.store.list()
             if (not user or (t.user or "").casefold() == user.casefold())
             and (not label or label.casefold() in t.label.casefold())
-            and (not state or token_state(t, now) == state)
+            and (not state or t.state(now) == state)
         ]
         page = tokens[start : start + page_size]
         nxt = str(start + page_size) if start + page_size < len(tokens) else ""
@@ -211,7 +203,7 @@ class TokenAdmin:
             raise AdminError("invalid", "grace period must be >= 0")
         old = await self._get(token_id)
         now = self.clock()
-        if token_state(old, now) != "active":
+        if old.state(now) != "active":
             raise AdminError("failed_precondition", f"token {token_id} is not active")
         req = TokenRequest(
             label=old.label, user=old.user, logins=old.logins, expires_at=old.expires_at,

@@ -20,14 +20,6 @@ def iso(ts: float | None) -> str:
         "+00:00", "Z")
 
 
-def state(token: Token, now: float) -> str:
-    if token.is_revoked(now):
-        return "revoked"
-    if token.is_expired(now):
-        return "expired"
-    return "active"
-
-
 def token_json(token: Token, now: float) -> dict[str, Any]:
     """Public view of a token: every field but the secret hash."""
     return {
@@ -44,7 +36,7 @@ def token_json(token: Token, now: float) -> dict[str, Any]:
         "revoked_at": iso(token.revoked_at) or None,
         "last_used_at": iso(token.last_used_at) or None,
         "use_count": token.use_count,
-        "state": state(token, now),
+        "state": token.state(now),
     }
 
 
@@ -58,7 +50,7 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 
 def token_table(tokens: Sequence[Token], now: float) -> str:
     return table(
-        [(t.id, t.label, t.user or "(any)", state(t, now), iso(t.expires_at) or "never",
+        [(t.id, t.label, t.user or "(any)", t.state(now), iso(t.expires_at) or "never",
           str(t.use_count), iso(t.last_used_at)) for t in tokens],
         ("ID", "LABEL", "USER", "STATE", "EXPIRES", "USES", "LAST USED"),
     )

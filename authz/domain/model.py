@@ -67,6 +67,14 @@ class Token:
     def is_expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
 
+    def state(self, now: float) -> str:
+        """active, expired or revoked (revocation wins): what lists and the admin API show."""
+        if self.is_revoked(now):
+            return "revoked"
+        if self.is_expired(now):
+            return "expired"
+        return "active"
+
 
 class Outcome(enum.Enum):
     """What Envoy is told to do."""
