@@ -56,9 +56,17 @@ def _parse_basic(param: str) -> Credentials | CredentialError:
         return CredentialError("Basic credentials are not valid UTF-8", "basic")
     login, sep, secret = text.partition(":")
     if not sep:
-        return CredentialError("Basic credentials lack the ':' between login and secret", "basic")
+        return CredentialError("Basic credentials lack the ':' between login and secret",
+                               "basic", text if has_prefix(text) else "")
     if not login:
         return CredentialError("Basic credentials have an empty login", "basic", secret)
+    if has_prefix(login.strip()):
+        # `curl -u "$TOKEN:"`: the token went into the login. A secret must never become a
+        # user name (logged, traced, sent to Jira as the identity).
+        return CredentialError(
+            "Basic login is an API token: send the token as the password", "basic",
+            login.strip(),
+        )
     if not secret:
         return CredentialError("Basic credentials have an empty secret", "basic")
     if _has_control(login) or _has_control(secret):

@@ -145,6 +145,11 @@ def judge(
     if not result.allowed:
         return _deny(Reason.NO_LIMIT_MATCHED, 403, result.why, effective_user=user, **common)
     requested = req.headers.get(policy.identity_header, "").strip()
+    if requested and (secrets.has_prefix(requested) or creds.secret in requested):
+        # A credential is not a user name: never run as it, log it or send it to Jira.
+        return _deny(Reason.ON_BEHALF_NOT_ALLOWED, 403,
+                     "the identity header holds an API token, not a user name",
+                     matched_limit=result.line, **common)
     effective = user
     if requested and not same_user(requested, user):
         if "," in requested or not _on_behalf_of(token, requested):

@@ -94,6 +94,7 @@ TOKEN_IN_MALFORMED = [
     pytest.param(f"Bearer jat_,{SECRET[4:]}", id="comma-inside-token"),
     pytest.param(_basic("ali\x01ce", SECRET), id="control-char-login"),
     pytest.param(_basic("alice", SECRET + "\x7f"), id="control-char-secret"),
+    pytest.param("Basic " + base64.b64encode(SECRET.encode()).decode(), id="no-colon"),
 ]
 
 
@@ -118,3 +119,45 @@ def test_malformed_header_without_a_token_is_not_audited(auth: str) -> None:
     d = screen(r, Policy())
     assert isinstance(d, Decision) and d.status == 401
     assert not d.token_like
+
+
+# A secret where a user name belongs (the Basic login, the identity header) became the
+# decision's login / effective user: the server's access log, the span's enduser.id and Jira's
+# contextUser carried it (the audit masks only fragments of the credential itself). Found by the
+# secret-hygiene scan (tests/hardening/test_zz_secret_hygiene.py).
+OTHER = secrets.generate_secret()
+
+
+def _screen_and_judge(auth: str, token: Token | None, **headers: str) -> Decision:
+    r = HttpRequest("GET", "https", "jira.example.com", "/rest/api/2/myself", "",
+                    {"authorization": auth, **headers}, "10.0.0.7")
+    first = screen(r, Policy())
+    if isinstance(first, Decision):
+        return first
+    found = token if token and secrets.hash_secret(first.secret) == token.secret_hash else None
+    return judge(r, first, found, Policy(), 0.0)
+
+
+@pytest.mark.parametrize("password", [SECRET, "", "x-oauth-basic", "jira-password"],
+                         ids=["a-token", "empty", "x-oauth-basic", "password"])
+def test_token_as_basic_login_is_refused_and_never_a_user(password: str) -> None:
+    """``curl -u "$TOKEN:"`` (or with GitHub's x-oauth-basic, or another token): the token is
+    in the login. Refused with a clear 401, audited, and the login is never echoed."""
+    unbound = Token(id="u1", secret_hash=secrets.hash_secret(SECRET))
+    d = _screen_and_judge(_basic(OTHER, password), unbound)
+    assert d.outcome is Outcome.DENY and d.status == 401, d
+    assert d.reason is Reason.MALFORMED_CREDENTIALS
+    assert d.token_like
+    for field in (d.login, d.effective_user, d.message):
+        assert OTHER not in field and OTHER[4:] not in field
+
+
+@pytest.mark.parametrize("identity", [SECRET, OTHER, f" {OTHER} ", "jat_anything"],
+                         ids=["own-token", "other-token", "padded-token", "prefixed"])
+def test_token_in_identity_header_is_refused_and_never_a_user(identity: str) -> None:
+    star = Token(id="s1", secret_hash=secrets.hash_secret(SECRET), user="alice",
+                 on_behalf_of=("*",))
+    d = _screen_and_judge(_basic("alice", SECRET), star, contextuser=identity)
+    assert d.outcome is Outcome.DENY and d.status == 403, d
+    assert d.reason is Reason.ON_BEHALF_NOT_ALLOWED
+    assert identity.strip() not in d.effective_user and identity.strip() not in d.message
