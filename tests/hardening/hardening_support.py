@@ -275,6 +275,8 @@ class Call:
     token_id: str = ""
     method: str = "GET"
     extra_headers: tuple[tuple[str, str], ...] = ()
+    audited: bool = True
+    """A token call (audited); False for requests without one of our tokens."""
 
 
 @dataclass
@@ -482,6 +484,9 @@ class AuditReconciliation:
     missing_in_envoy: list[str] = field(default_factory=list)
     errors_audited: int = 0
     """Envoy gave up on the Check (503) but the server still decided and audited it."""
+    not_token_calls: int = 0
+    unexpected_events: list[str] = field(default_factory=list)
+    """Events for requests that were not token calls."""
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -490,6 +495,8 @@ class AuditReconciliation:
             "lost": len(self.lost), "duplicated": len(self.duplicated),
             "mismatched": len(self.mismatched), "errors_audited": self.errors_audited,
             "missing_in_envoy": len(self.missing_in_envoy),
+            "not_token_calls": self.not_token_calls,
+            "unexpected_events": len(self.unexpected_events),
         }
 
 
@@ -523,6 +530,11 @@ def reconcile(stack: LocalStack, traffic: Traffic, *, settle: float = 15.0) -> A
             continue
         rec.envoy_lines += len(lines)
         line = lines[0]
+        if not s.call.audited:
+            rec.not_token_calls += 1
+            if events:
+                rec.unexpected_events.append(s.ua)
+            continue
         details = line.get("details", "")
         if details not in DECIDED_DETAILS:
             rec.envoy_errors += 1
@@ -539,8 +551,8 @@ def reconcile(stack: LocalStack, traffic: Traffic, *, settle: float = 15.0) -> A
         else:
             ev = events[0]
             ok = (ev.get("request_id") == line.get("request_id")
-                  and ev.get("status") == line.get("status")
-                  and (ev.get("decision") == "allow") == (line.get("status") == "200"))
+                  and ev.get("status") == str(line.get("status"))
+                  and (ev.get("decision") == "allow") == (str(line.get("status")) == "200"))
             if not ok:
                 rec.mismatched.append(f"{s.ua}: envoy {line} audit {ev}")
     return rec
@@ -558,11 +570,12 @@ def _b64_views(run: str) -> Iterator[str]:
     std = run.replace("-", "+").replace("_", "/").rstrip("=")
     for i in range(4):
         chunk = std[i:]
-        chunk = chunk[: len(chunk) - len(chunk) % 4]
+        if len(chunk) % 4 == 1:
+            chunk = chunk[:-1]
         if len(chunk) < 12:
             continue
         with contextlib.suppress(binascii.Error, ValueError):
-            yield base64.b64decode(chunk).decode("latin-1")
+            yield base64.b64decode(chunk + "=" * (-len(chunk) % 4)).decode("latin-1")
 
 
 def find_secrets(text: str, secrets: Iterable[str]) -> list[str]:
@@ -716,6 +729,7 @@ class DelayProxy:
         self.upstream_port = upstream_port
         self.delay = 0.0
         self.stall_subscribers = False
+        self._paused_until = 0.0
         self.connections = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -728,6 +742,10 @@ class DelayProxy:
     @property
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
+
+    def pause(self, seconds: float) -> None:
+        """Hold every byte for ``seconds`` (Redis frozen, connections open), then deliver."""
+        self._paused_until = self._loop.time() + seconds
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -780,7 +798,8 @@ class DelayProxy:
                     chunk = b""
                 if to_server and b"SUBSCRIBE" in chunk.upper():
                     state["subscriber"] = True
-                await pending.put((self._loop.time() + self.delay, chunk))
+                due = max(self._loop.time() + self.delay, self._paused_until)
+                await pending.put((due, chunk))
                 if not chunk:
                     break
             await deliverer
