@@ -165,6 +165,7 @@ class Settings:
     tokens: int = 10_000
     revocations: int = 60
     models: bool = True
+    models_only: bool = False
     out: Path = ROOT / "bench" / "results"
     keep_workdir: bool = False
 
@@ -231,22 +232,29 @@ class Bench:
         self.targets[name] = t
         return t
 
-    def add_authz(self, name: str, label: str, workers: int, *, audit: bool = True) -> Target:
+    def add_authz(self, name: str, label: str, workers: int, *, variant: str = "",
+                  threaded: bool = False) -> Target:
         base = _consecutive_ports(workers)
         metrics = free_port()
         env = self.authz_env(base, metrics)
-        if audit:
+        if threaded:
+            argv = [PY, "-m", "bench.threaded_authz"]
+        elif variant:
+            argv = [PY, "-m", "bench.variant_server", variant]
+        else:
             argv = [PY, "-m", "authz", "serve"] + (["--workers", str(workers)]
                                                     if workers > 1 else [])
-        else:
-            argv = [PY, "-m", "bench.noaudit"]
         srv = self.spawn(name, argv, env=env)
         ports = [base + i for i in range(workers)]
         for p in ports:
-            wait_until(f"{name} :{p}", grpc_health_probe(f"{HOST}:{p}"), timeout=60)
-        wait_until(f"{name} metrics", tcp_probe(HOST, metrics), timeout=30)
+            wait_until(f"{name} :{p}", grpc_health_probe(f"{HOST}:{p}",
+                                                         require_serving=not threaded),
+                       timeout=60)
+        if not threaded:
+            wait_until(f"{name} metrics", tcp_probe(HOST, metrics), timeout=30)
         srv.check()
-        t = Target(name, label, [srv], ports, metrics_url=f"http://{HOST}:{metrics}/metrics",
+        t = Target(name, label, [srv], ports,
+                   metrics_url="" if threaded else f"http://{HOST}:{metrics}/metrics",
                    uses_redis=True)
         self.targets[name] = t
         return t
@@ -317,6 +325,8 @@ class Bench:
             "server_cpu": tools.cpu_seconds(t.server_pids()),
             "envoy_cpu": tools.cpu_seconds(t.envoy.pids()) if t.envoy else 0.0,
             "redis_cpu": tools.cpu_seconds(self.redis.pids()) if self.redis else 0.0,
+            "system_busy": tools.system_busy_seconds(),
+            "wall": time.monotonic(),
         }
         if t.uses_redis:
             snap["commandstats"] = tools.commandstats(self.redis_url)
@@ -332,6 +342,10 @@ class Bench:
             "server_cpu_s_per_1k": (b["server_cpu"] - a["server_cpu"]) * k,
             "envoy_cpu_s_per_1k": (b["envoy_cpu"] - a["envoy_cpu"]) * k,
             "redis_cpu_s_per_1k": (b["redis_cpu"] - a["redis_cpu"]) * k,
+            # Busy CPU of the whole machine per wall second: 2.0 is both cores saturated. The
+            # load generator and anything else running on the machine are included.
+            "machine_busy_cores": (b["system_busy"] - a["system_busy"])
+            / max(1e-9, b["wall"] - a["wall"]),
             "server_rss_mb": tools.rss_bytes(t.server_pids()) / 2**20,
             "envoy_rss_mb": tools.rss_bytes(t.envoy.pids()) / 2**20 if t.envoy else 0.0,
         }
@@ -431,13 +445,21 @@ class Bench:
         c1 = self.add_envoy(self.add_authz("c1", "(c) jira-authz, 1 proc", 1))
         c2 = self.add_envoy(self.add_authz("c2", "(c) jira-authz, --workers 2", 2))
         n1 = self.add_envoy(self.add_authz("n1", "(c) jira-authz, 1 proc, audit off", 1,
-                                           audit=False))
+                                           variant="--no-audit"))
+        hp1 = self.add_envoy(self.add_authz(
+            "hp1", "(c) jira-authz, 1 proc, hiredis packing (proposal)", 1,
+            variant="--hiredis-pack"))
         for t in self.targets.values():
             if t.envoy:
                 t.envoy.check()
+        if s.models_only:
+            self.fixed_rate(c1, 1000, duration=4)  # warm the cache
+            self.log("serving models only")
+            self.raw["models"] = self.models()
+            return self.raw
         self.log("warm-up (fills the caches)")
         warm = {t.name: self.fixed_rate(t, 1000, duration=4)
-                for t in (a, b1, b2, c1, c2, n1)}
+                for t in (a, b1, b2, c1, c2, n1, hp1)}
         self.raw["warmup_status"] = {k: v["status"] for k, v in warm.items()}
 
         via = [a, b1, c1, b2, c2]
@@ -452,11 +474,11 @@ class Bench:
             for t in order:
                 record(f"{t.name}/sat", self.saturation(t))
             self.log(f"repetition {rep + 1}/{s.reps}: direct Check")
-            for t in [x for x in order if x.servers]:
+            for t in [x for x in order if x.servers] + [hp1]:
                 record(f"{t.name}/direct", self.direct(t))
             for rate in s.rates:
                 self.log(f"repetition {rep + 1}/{s.reps}: {rate} req/s")
-                for t in order + ([n1] if rate == 1000 else []):
+                for t in order + ([n1, hp1] if rate == 1000 else []):
                     record(f"{t.name}/{rate}", self.fixed_rate(t, rate))
             self.log(f"repetition {rep + 1}/{s.reps}: cache-hit-only run (Redis deltas)")
             record("c1/hits-only", self.fixed_rate(c1, 1000, requests=self.hot_file,
@@ -525,11 +547,14 @@ class Bench:
             "aio-2": self.targets["b2"],
             "threads-1": self.add_allow_all("t1", "allow-all thread pool, 1 proc", 1, "threads"),
             "threads-2": self.add_allow_all("t2", "allow-all thread pool, 2 procs", 2, "threads"),
+            "authz-aio-1": self.targets["c1"],
+            "authz-threads-1": self.add_authz("ct1", "jira-authz on a thread pool, 1 proc", 1,
+                                              threaded=True),
         }
         for _ in range(max(1, min(self.s.reps, 3))):
             for name, t in targets.items():
                 out.setdefault(f"{name}/float", []).append(self.direct(t)["rps"])
-            for name in ("aio-1", "threads-1"):
+            for name in ("aio-1", "threads-1", "authz-aio-1", "authz-threads-1"):
                 t = targets[name]
                 _pin(t.server_pids(), "1")
                 try:
@@ -746,7 +771,7 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], rates: Sequence[int])
     lines += ["", "## Ratios (medians)", "",
               "| scenario | sat vs (a) | sat vs (b, same procs) | direct vs (b) | "
               "p50 @1000 - (b) | p99 @1000 - (b) |", "|---|---|---|---|---|---|"]
-    for name, base in (("c1", "b1"), ("c2", "b2"), ("b1", "b1"), ("b2", "b2")):
+    for name, base in (("c1", "b1"), ("c2", "b2"), ("n1", "b1"), ("hp1", "b1"), ("b2", "b1")):
         row, b = summary[name], summary[base]
         ra = _ratio(row["sat_rps"], a["sat_rps"])
         rb = _ratio(row["sat_rps"], b["sat_rps"])
@@ -798,6 +823,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=10_000)
     p.add_argument("--revocations", type=int, default=60)
     p.add_argument("--no-models", action="store_true")
+    p.add_argument("--models-only", action="store_true",
+                   help="only the serving-model comparison (writes models-*.json)")
     p.add_argument("--quick", action="store_true", help="1 rep, short runs (smoke test)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     p.add_argument("--keep-workdir", action="store_true")
@@ -805,7 +832,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = Settings(reps=args.reps, duration=args.duration, sat_duration=args.sat_duration,
                  rates=tuple(int(x) for x in args.rates.split(",")), tokens=args.tokens,
                  revocations=args.revocations, models=not args.no_models, out=Path(args.out),
-                 keep_workdir=args.keep_workdir)
+                 keep_workdir=args.keep_workdir, models_only=args.models_only)
     if args.quick:
         s.reps, s.duration, s.sat_duration, s.revocations = 1, 3.0, 2.0, 20
     if not (1 <= s.reps <= 10 and 0 < s.duration <= 60 and 0 < s.sat_duration <= 60):
@@ -830,11 +857,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw["machine"] = (f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
                       f"Linux {platform.release()}, Python {platform.python_version()}")
     raw["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()}
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    s.out.mkdir(parents=True, exist_ok=True)
+    if s.models_only:
+        (s.out / f"models-{stamp}.json").write_text(json.dumps(raw, indent=1, default=str))
+        for k, v in raw["models"].items():
+            print(f"{k}: median {_med(v):.0f} ({', '.join(f'{x:.0f}' for x in v)})")
+        return 0
     summary = summarise(raw, s.rates)
     raw["summary"] = summary
     raw["targets"] = targets(raw, summary)
-    s.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     (s.out / f"bench-{stamp}.json").write_text(json.dumps(raw, indent=1, default=str))
     md = markdown(raw, summary, s.rates)
     (s.out / f"bench-{stamp}.md").write_text(md)

@@ -87,6 +87,14 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total / _TICK
 
 
+def system_busy_seconds() -> float:
+    """CPU seconds every process on the machine spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / _TICK
+
+
 def rss_bytes(pids: Iterable[int]) -> int:
     total = 0
     for pid in pids:

@@ -1,13 +1,21 @@
-"""jira-authz with the audit sink replaced by a no-op: the "audit off" side of the comparison.
+"""jira-authz with one component changed, to measure what that component costs.
 
-Everything else is the real server (``authz.server.Server``): config, cache, metrics, gRPC.
-Only for measuring what emitting audit events costs a decision; never a deployment mode.
+* ``--no-audit``: the audit sink is a no-op (the "audit off" side of audit on vs off);
+* ``--hiredis-pack``: Redis commands are packed by hiredis (C) instead of redis-py's asyncio
+  connection, which packs in Python: the proposed fix for the audit writer's CPU cost.
+
+Everything else is the real server (``authz.server.Server``). Benchmark use only.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
+from typing import Any
+
+import hiredis
+from redis.asyncio.connection import Connection
 
 from authz.config import load_config
 from authz.server import Server
@@ -22,9 +30,25 @@ class NullAudit:
         return True
 
 
-async def _main() -> None:
+class HiredisPackConnection(Connection):
+    """redis-py's synchronous client packs with hiredis when it is installed; the asyncio
+    connection always packs in Python (one ``encode`` call per argument)."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        # Like redis-py: a multi-word command name ('SCRIPT EXISTS') is sent as separate words.
+        first = args[0]
+        sep = " " if isinstance(first, str) else b" "
+        if isinstance(first, str | bytes) and sep in first:
+            args = (*first.split(), *args[1:])
+        return [hiredis.pack_command(args)]
+
+
+async def _main(no_audit: bool, hiredis_pack: bool) -> None:
     server = Server(load_config())
-    server.service.audit = NullAudit()
+    if no_audit:
+        server.service.audit = NullAudit()
+    if hiredis_pack:
+        server.redis.connection_pool.connection_class = HiredisPackConnection
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -35,4 +59,8 @@ async def _main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main())
+    p = argparse.ArgumentParser(prog="python -m bench.variant_server")
+    p.add_argument("--no-audit", action="store_true")
+    p.add_argument("--hiredis-pack", action="store_true")
+    a = p.parse_args()
+    asyncio.run(_main(a.no_audit, a.hiredis_pack))
