@@ -365,6 +365,9 @@ class Bench:
             wa = tools.per_worker(ma, "jira_authz_check_duration_seconds_count")
             wb = tools.per_worker(mb, "jira_authz_check_duration_seconds_count")
             out["checks_per_worker"] = {w: wb[w] - wa.get(w, 0.0) for w in sorted(wb)}
+            for q in (0.5, 0.99):
+                v = tools.histogram_quantile(ma, mb, "jira_authz_check_duration_seconds", q)
+                out[f"handler_p{q * 100:g}_ms"] = None if v is None else v * 1000
         return out
 
     def fixed_rate(self, t: Target, rate: int, requests: Path | None = None,
@@ -480,6 +483,8 @@ class Bench:
                 self.log(f"repetition {rep + 1}/{s.reps}: {rate} req/s")
                 for t in order + ([n1, hp1] if rate == 1000 else []):
                     record(f"{t.name}/{rate}", self.fixed_rate(t, rate))
+            self.log(f"repetition {rep + 1}/{s.reps}: 100 req/s (handler latency, as OPA's)")
+            record("c1/100", self.fixed_rate(c1, 100))
             self.log(f"repetition {rep + 1}/{s.reps}: cache-hit-only run (Redis deltas)")
             record("c1/hits-only", self.fixed_rate(c1, 1000, requests=self.hot_file,
                                                    duration=5))
@@ -799,6 +804,22 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], rates: Sequence[int])
     for r in raw["runs"].get("c1/hits-only", [])[:1]:
         lines.append("- hits-only: " + ", ".join(
             f"{k} {v:.4f}" for k, v in r["redis_calls_per_decision"].items()))
+    lines += ["", "## Server-side Check duration (histogram, c 1 proc; compare OPA-Envoy)", ""]
+    for key in ("c1/100", "c1/1000"):
+        rs = raw["runs"].get(key, [])
+        p50 = [r["handler_p50_ms"] for r in rs if r.get("handler_p50_ms") is not None]
+        p99 = [r["handler_p99_ms"] for r in rs if r.get("handler_p99_ms") is not None]
+        e2e = [r["latency_ms"]["p99"] for r in rs]
+        if p99:
+            lines.append(f"- {key.split('/')[1]} req/s: handler p50 {_med(p50):.3f} ms, "
+                         f"p99 {_med(p99):.3f} ms (through Envoy, client-side p99 "
+                         f"{_med(e2e):.2f} ms)")
+    lines += ["", "## Machine load during the 1000 req/s runs (busy cores of 2)", ""]
+    for name in summary:
+        vals = [r.get("machine_busy_cores", float("nan")) for r in raw["runs"].get(
+            f"{name}/1000", [])]
+        if vals:
+            lines.append(f"- {name}: " + ", ".join(f"{v:.2f}" for v in vals))
     lines += ["", "## Serving models (allow-all server, direct Check/s, h2load)", ""]
     for k, v in raw.get("models", {}).items():
         lines.append(f"- {k}: median {_med(v):.0f} ({', '.join(f'{x:.0f}' for x in v)})")

@@ -160,3 +160,36 @@ def per_worker(samples: dict[str, float], name: str) -> dict[str, float]:
             w = m.group(1) if m else "0"
             out[w] = out.get(w, 0.0) + value
     return out
+
+
+def histogram_quantile(before: dict[str, float], after: dict[str, float], name: str,
+                       q: float) -> float | None:
+    """Prometheus-style ``histogram_quantile`` over the bucket deltas of ``name`` (summed over
+    all label sets, e.g. workers): linear interpolation inside the bucket, in seconds."""
+    buckets: dict[float, float] = {}
+    for key, value in after.items():
+        base, _, rest = key.partition("{")
+        if base != f"{name}_bucket":
+            continue
+        m = re.search(r'le="([^"]+)"', rest)
+        if not m:
+            continue
+        le = float(m.group(1))
+        buckets[le] = buckets.get(le, 0.0) + value - before.get(key, 0.0)
+    if not buckets:
+        return None
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return None
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le in bounds:
+        count = buckets[le]
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le
+            span = count - prev_count
+            return prev_le + (le - prev_le) * ((rank - prev_count) / span if span else 1.0)
+        prev_le, prev_count = le, count
+    return prev_le
