@@ -439,6 +439,11 @@ class Bench:
     def run(self) -> dict[str, Any]:
         s = self.s
         self.raw["tools"] = tools.tool_versions()
+        busy0, t0 = tools.system_busy_seconds(), time.monotonic()
+        time.sleep(3)
+        # CPU used by other work on the machine before anything of ours runs (cores of 2).
+        self.raw["background_busy_cores"] = (tools.system_busy_seconds() - busy0) / (
+            time.monotonic() - t0)
         self.start_redis()
         self.prepare_data()
         self.log("starting servers and Envoys")
@@ -757,7 +762,8 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], rates: Sequence[int])
              f"Machine: {raw['machine']}. Median of {raw['settings']['reps']} interleaved "
              "repetitions, (min-max) in brackets. Latency in ms from each request's scheduled "
              "send time (open loop, bench/loadgen.py); saturation with wrk (through Envoy) and "
-             "h2load (direct Check RPC).", ""]
+             "h2load (direct Check RPC). Machine busy before the run (other work): "
+             f"{raw.get('background_busy_cores', float('nan')):.2f} cores.", ""]
     head = ["scenario", "sat req/s (Envoy)", "direct Check/s"]
     for rate in rates:
         head += [f"p50 @{rate}", f"p99 @{rate}", f"p99.9 @{rate}"]
