@@ -58,13 +58,15 @@ class TokenState:
     revoked: tuple[float, float] | None = None
     """(started, returned) of the revocation."""
 
-    def allowed_path(self, at: float) -> str | None:
-        """The path this token may use at ``at``, or None while a change may be in flight."""
-        i = bisect_right([e[0] for e in self.edits], at) - 1
+    def allowed_path(self, start: float, end: float) -> str | None:
+        """The path this token may use for a request sent at ``start`` and answered at
+        ``end``, or None when a change started before ``end`` may not have taken effect by
+        ``start`` (the answer may legitimately be either)."""
+        i = bisect_right([e[0] for e in self.edits], end) - 1
         if i < 0:
             return None
         _started, returned, path = self.edits[i]
-        if at < returned + EFFECT:
+        if start < returned + EFFECT:
             return None
         return path
 
@@ -178,9 +180,10 @@ class Workload:
                 else:
                     out["revoked refused"] += 1
                 continue
-            if st.revoked is not None and s.start >= st.revoked[0]:
-                continue  # revocation in flight
-            want = st.allowed_path(s.start)
+            if st.revoked is not None and s.end >= st.revoked[0]:
+                out["during a change (not judged)"] += 1  # revocation in flight
+                continue
+            want = st.allowed_path(s.start, s.end)
             if want is None:
                 out["during a change (not judged)"] += 1
                 continue
