@@ -45,7 +45,7 @@ class RedisConfig:
     """redis://, rediss:// (TLS) or unix:// URL; a password goes in the URL (masked in output)."""
     key_prefix: str = "jira-authz:"
     """Prefix of every key, so several installations can share one Redis."""
-    socket_timeout_seconds: float = 0.5
+    socket_timeout_seconds: float = 0.2
     """A Redis command slower than this fails (→ cached answer or 503), never hangs a Check."""
     connect_timeout_seconds: float = 1.0
     """Connecting, and waiting for a free pooled connection, gives up after this long."""
@@ -99,6 +99,13 @@ class CacheConfig:
     """While Redis is unreachable a cached token is used at most this long after its last read."""
     negative_ttl_seconds: float = 5.0
     """How long an unknown secret (e.g. a Jira password) is remembered as unknown."""
+    stale_read_budget_seconds: float = 0.1
+    """With a cached answer younger than max_stale at hand, a Redis read slower than this is not
+    waited for: the cached answer is served and the read completes in the background."""
+    subscription_keepalive_seconds: float = 0.25
+    """PING interval on the invalidation subscription; cached answers stop counting as fresh
+    once it has been silent for 2.5 times this (a silently stalled link), so a revocation is
+    never missed for longer than about a second."""
 
 
 @dataclass(frozen=True)
@@ -246,6 +253,9 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("client_ip.xff_trusted_hops", "must be >= 0")
     if cfg.cache.max_entries < 1:
         raise ConfigError("cache.max_entries", "must be >= 1")
+    for k in ("stale_read_budget_seconds", "subscription_keepalive_seconds"):
+        if getattr(cfg.cache, k) <= 0:
+            raise ConfigError(f"cache.{k}", "must be > 0")
     for k in ("refresh_after_seconds", "max_stale_seconds", "negative_ttl_seconds"):
         if getattr(cfg.cache, k) < 0:
             raise ConfigError(f"cache.{k}", "must be >= 0")

@@ -93,7 +93,7 @@ class TokenCache:
         *,
         clock: Callable[[], float] = time.monotonic,
         pubsub_client: Redis | None = None,
-        keepalive_seconds: float = 1.0,
+        keepalive_seconds: float | None = None,
         reconnect_min_seconds: float = 0.05,
         reconnect_max_seconds: float = 2.0,
         delay_samples: int = 1024,
@@ -106,7 +106,12 @@ class TokenCache:
         self._cfg = config or CacheConfig()
         self._clock = clock
         self._pubsub_client = pubsub_client or store.client
-        self._keepalive = keepalive_seconds
+        self._keepalive = (
+            keepalive_seconds if keepalive_seconds is not None
+            else self._cfg.subscription_keepalive_seconds
+        )
+        self._last_heard = float("-inf")
+        """Monotonic time the subscription last delivered anything (message or PONG)."""
         self._reconnect_min = reconnect_min_seconds
         self._reconnect_max = reconnect_max_seconds
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
@@ -148,25 +153,39 @@ class TokenCache:
             return entry.token
         self.stats.misses += 1
         try:
+            if entry is not None and self._stale_usable(entry):
+                # Serve-stale-while-revalidate: a slow Redis must not turn a safely cached
+                # answer into a 503 at Envoy's deadline.
+                try:
+                    return await asyncio.wait_for(
+                        self._read(secret_hash), self._cfg.stale_read_budget_seconds
+                    )
+                except TimeoutError:
+                    self.stats.stale_serves += 1
+                    return entry.token
             return await self._read(secret_hash)
         except StoreUnavailable:
             return self._stale_or_raise(secret_hash)
+
+    def _stale_usable(self, entry: _Entry) -> bool:
+        limit = self._cfg.max_stale_seconds if entry.token else self._cfg.negative_ttl_seconds
+        return self._clock() - entry.read_at < limit
 
     def _is_fresh(self, entry: _Entry, now: float) -> bool:
         if entry.token is not None and entry.token.is_revoked(time.time()):
             return True  # in force and final: no read can change the answer
         if not self._subscribed or entry.gen != self._gen:
             return False
+        if time.monotonic() - self._last_heard > 2.5 * self._keepalive:
+            return False  # the subscription went quiet: it may have stalled silently
         ttl = self._cfg.refresh_after_seconds if entry.token else self._cfg.negative_ttl_seconds
         return now - entry.read_at < ttl
 
     def _stale_or_raise(self, secret_hash: str) -> Token | None:
         entry = self._entries.get(secret_hash)
-        if entry is not None:
-            limit = self._cfg.max_stale_seconds if entry.token else self._cfg.negative_ttl_seconds
-            if self._clock() - entry.read_at < limit:
-                self.stats.stale_serves += 1
-                return entry.token
+        if entry is not None and self._stale_usable(entry):
+            self.stats.stale_serves += 1
+            return entry.token
         raise StoreUnavailable("token store unavailable and no recent cached answer")
 
     async def _read(self, secret_hash: str) -> Token | None:
@@ -344,6 +363,7 @@ class TokenCache:
         try:
             await pubsub.subscribe(self._store.channel)
             last_seen, ping_sent = time.monotonic(), 0.0
+            self._last_heard = last_seen
             while not self._closing:
                 if self._resubscribe_requested:
                     self._resubscribe_requested = False
@@ -352,6 +372,7 @@ class TokenCache:
                 now = time.monotonic()
                 if msg is not None:
                     last_seen, ping_sent = now, 0.0
+                    self._last_heard = now
                     self._dispatch(msg)
                 elif ping_sent and now - ping_sent > self._keepalive:
                     raise ConnectionError("invalidation subscription keepalive timed out")
