@@ -428,10 +428,6 @@ def test_redis_slow_cached_tokens_carry_on(
     assert got and set(got) == {200}, Counter(got)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: audit batches are written at least once, not "
-                   "exactly once: when Redis stalls longer than the socket timeout (here 1.2 s), "
-                   "the batch it then executes is also retried by the writer, so the stream "
-                   "holds duplicate events")
 def test_redis_stall_audit_exactly_once(
     proxied_redis: tuple[RedisServer, DelayProxy], private_stack: Any, ops_for: Any
 ) -> None:
