@@ -1,11 +1,16 @@
 """Audit events -> Redis Stream, off the decision path (SPEC §7).
 
 ``emit`` only appends to a bounded in-memory buffer, so a decision never waits for Redis. A
-background task writes the buffer in batches, one MULTI/EXEC pipeline of XADDs per batch (so a
-batch lands entirely or not at all), and removes a batch from the buffer only after Redis
-acknowledged it: while Redis is down events stay buffered in order and are written once on
-recovery. What does not fit in the buffer, or is still buffered when ``close`` gives up, is
-counted in ``stats.dropped`` and logged (by count and token id only; never event content).
+background task writes the buffer in batches, one Lua script per batch (so a batch lands
+entirely or not at all), and removes a batch from the buffer only after Redis acknowledged it:
+while Redis is down events stay buffered in order and are written once on recovery.
+
+Exactly once: each batch carries this writer's sequence number, and the script skips a batch
+whose number the stream has already seen (kept in one small key per writer process). A retry
+after a lost reply — Redis ran the script, the client timed out — therefore adds nothing.
+
+What does not fit in the buffer, or is still buffered when ``close`` gives up, is counted in
+``stats.dropped`` and logged (by count and token id only; never event content).
 
 Stream IDs are assigned by Redis (``*``) when a batch is written, so an entry's ID time is its
 *write* time: at or after the event's ``time`` (by up to the flush interval, or the length of a
@@ -20,9 +25,11 @@ import contextlib
 import itertools
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -38,6 +45,30 @@ _BACKOFF_START = 0.05
 _BACKOFF_CAP = 2.0
 _DROP_LOG_INTERVAL = 1.0
 _FAIL_LOG_INTERVAL = 30.0
+
+_MARK_TTL_SECONDS = 7 * 86400
+"""How long a writer's last batch number is kept after its last write."""
+
+# KEYS: stream, writer mark. ARGV: mark ttl, batch seq, maxlen, minid ('' = no age trim),
+# then per event: field count, field, value, field, value ...
+_WRITE_BATCH = """
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local seq = tonumber(ARGV[2])
+if seq <= last then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1])
+if ARGV[4] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4]) end
+local i = 5
+local n = 0
+while i <= #ARGV do
+  local nf = tonumber(ARGV[i])
+  local args = {KEYS[1], 'MAXLEN', '~', ARGV[3], '*'}
+  for j = 1, 2 * nf do args[#args + 1] = ARGV[i + j] end
+  redis.call('XADD', unpack(args))
+  i = i + 1 + 2 * nf
+  n = n + 1
+end
+return n
+"""
 
 _Item = tuple[dict[str, str], str | None, float]
 """(event, token id whose use it counts or None, emit time)."""
@@ -107,6 +138,11 @@ class AuditStream:
         self._task: asyncio.Task[None] | None = None
         self._pending_uses: dict[str, tuple[int, float]] = {}
         self._next_age_trim = 0.0
+        self._writer = uuid.uuid4().hex
+        self._script: Any = None
+        self._seq = 0
+        self._pending: tuple[int, int] | None = None
+        """(events, sequence number) of a batch whose write failed: retried unchanged."""
         self._drops_unlogged = 0
         self._drop_token = ""
         self._last_drop_log = float("-inf")
@@ -204,10 +240,13 @@ class AuditStream:
             first or self._stop.is_set() or len(self._buf) >= self._cfg.batch_size
         ):
             first = False
-            n = min(self._cfg.batch_size, len(self._buf))
+            if self._pending is None:
+                self._seq += 1
+                self._pending = (min(self._cfg.batch_size, len(self._buf)), self._seq)
+            n, seq = self._pending
             batch = list(itertools.islice(self._buf, n))
             try:
-                await self._write(batch)
+                await self._write(batch, seq)
             except Exception as e:  # any Redis/network error: keep the batch, back off, retry
                 self.stats.flush_errors += 1
                 now = time.monotonic()
@@ -227,20 +266,29 @@ class AuditStream:
             # first n items are still exactly ``batch``.
             for _ in range(n):
                 self._buf.popleft()
+            self._pending = None
             self.stats.flushed += n
             await self._record_uses(batch)
         return True
 
-    async def _write(self, batch: list[_Item]) -> None:
+    def _mark_key(self) -> str:
+        """The writer's last-batch key, in the stream's cluster slot."""
+        stream = self._cfg.stream
+        base = stream if "{" in stream else "{" + stream + "}"
+        return f"{base}:writer:{self._writer}"
+
+    async def _write(self, batch: list[_Item], seq: int) -> None:
         cfg = self._cfg
         trim_age = cfg.max_age_days > 0 and time.monotonic() >= self._next_age_trim
-        async with self._redis().pipeline(transaction=True) as pipe:
-            if trim_age:  # before the XADDs: the age cut-off can only concern older entries
-                oldest_ms = _ms(self._clock() - cfg.max_age_days * 86400)
-                pipe.xtrim(cfg.stream, minid=oldest_ms, approximate=True)
-            for event, _, _ in batch:
-                pipe.xadd(cfg.stream, event, maxlen=cfg.max_len, approximate=True)  # type: ignore[arg-type]
-            await pipe.execute()
+        minid = str(_ms(self._clock() - cfg.max_age_days * 86400)) if trim_age else ""
+        args: list[str | int] = [_MARK_TTL_SECONDS, seq, cfg.max_len, minid]
+        for event, _, _ in batch:
+            args.append(len(event))
+            for k, v in event.items():
+                args += [k, v]
+        if self._script is None:
+            self._script = self._redis().register_script(_WRITE_BATCH)
+        await self._script(keys=[cfg.stream, self._mark_key()], args=args)
         if trim_age:
             self._next_age_trim = time.monotonic() + self._age_trim_interval
 
