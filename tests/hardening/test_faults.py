@@ -445,6 +445,6 @@ def test_redis_stall_audit_exactly_once(
     assert not never_wrongly_allowed(t.sent, uncached_window=None)
     rec = reconcile(stack, t)
     FIGURES.note("redis stalls: audit", rec.summary())
-    FIGURES.add("audit events duplicated by Redis stalls (xfail: known bug)", len(rec.duplicated))
+    FIGURES.add("audit events duplicated by Redis stalls", len(rec.duplicated))
     assert not rec.lost and not rec.mismatched, rec.summary()
     assert not rec.duplicated, rec.summary()
