@@ -42,8 +42,6 @@ def render(data: dict[str, Any]) -> str:
         f"| audit events lost on a crash (SIGKILL, by design) | "
         f"{c.get('audit events lost on a crash (SIGKILL)', 0)} |",
         f"| audit events duplicated | {c.get('audit events duplicated', 0)} |",
-        f"| audit events duplicated by Redis stalls (known bug, xfail) | "
-        f"{c.get('audit events duplicated by Redis stalls (xfail: known bug)', 0)} |",
         f"| wrongful allows | {c.get('wrongful allows', 0)} |",
     ]
     for key, value in data["notes"].items():
