@@ -112,10 +112,6 @@ def test_no_secret_anywhere(shared_stack: LocalStack, shared_ops: TokenOps,
     assert not all_findings, all_findings
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (deploy/envoy/sidecar.yaml, gateway.yaml): Envoy's "
-                   "access log records the client's User-Agent verbatim, so a secret a script "
-                   "puts there (some paste the credential into every header) lands in Envoy's "
-                   "log; jira-authz's audit masks it, Envoy cannot")
 def test_secret_in_user_agent_stays_out_of_envoy_log(shared_stack: LocalStack,
                                                       shared_ops: TokenOps) -> None:
     _, secret = shared_ops.create(user="alice", label="hygiene user agent")
