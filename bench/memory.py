@@ -28,30 +28,37 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-async def measure(redis_url: str, prefix: str, hashes: list[str], max_entries: int) -> dict:
+async def measure(redis_url: str, prefix: str, hashes: list[str], max_entries: int,
+                  trace: bool = True) -> dict:
+    """``trace``: count the Python heap with tracemalloc (whose own bookkeeping then inflates
+    RSS); without it, only RSS is measured, undisturbed."""
     client = create_client(RedisConfig(url=redis_url, socket_timeout_seconds=5.0))
     store = RedisTokenStore(client, prefix)
     cache = TokenCache(store, CacheConfig(max_entries=max_entries))
     await cache.lookup(hashes[0])  # warm imports, connection pool
     gc.collect()
     rss0 = _rss()
-    tracemalloc.start()
-    snap0 = tracemalloc.take_snapshot()
-    tokens = [await cache.lookup(h) for h in hashes]
+    if trace:
+        tracemalloc.start()
+    snap0 = tracemalloc.take_snapshot() if trace else None
+    for h in hashes:  # nothing kept here: only what the cache holds stays allocated
+        await cache.lookup(h)
     gc.collect()
-    snap1 = tracemalloc.take_snapshot()
+    snap1 = tracemalloc.take_snapshot() if trace else None
     rss1 = _rss()
-    for token in tokens:
-        if token is not None:
-            limits_mod.compile_limits(token.limits)
+    cached = [e.token for e in cache._entries.values() if e.token is not None]
+    for token in cached:
+        limits_mod.compile_limits(token.limits)
+    del cached
     gc.collect()
-    snap2 = tracemalloc.take_snapshot()
+    snap2 = tracemalloc.take_snapshot() if trace else None
     tracemalloc.stop()
     rss2 = _rss()
-    del tokens
     n = len(cache)
 
-    def heap(a: tracemalloc.Snapshot, b: tracemalloc.Snapshot) -> int:
+    def heap(a: tracemalloc.Snapshot | None, b: tracemalloc.Snapshot | None) -> float:
+        if a is None or b is None:
+            return float("nan")
         return sum(s.size_diff for s in b.compare_to(a, "filename"))
 
     await client.aclose()
@@ -62,8 +69,8 @@ async def measure(redis_url: str, prefix: str, hashes: list[str], max_entries: i
         "max_entries": max_entries,
         "entry_python_heap_bytes": heap(snap0, snap1) / per,
         "entry_rss_bytes": (rss1 - rss0) / per,
-        "limits_python_heap_bytes": heap(snap1, snap2) / len(hashes),
-        "limits_rss_bytes": (rss2 - rss1) / len(hashes),
+        "limits_python_heap_bytes": heap(snap1, snap2) / per,
+        "limits_rss_bytes": (rss2 - rss1) / per,
         "note": "entry: the cache's record of a token (Token, LRU slot, key); limits: its "
                 "compiled restriction lines (lru_cache of 16384 line sets in "
                 "authz.domain.limits; RE2 programs are C++ memory, seen only in RSS)",
@@ -76,10 +83,11 @@ def main() -> None:
     p.add_argument("--prefix", required=True)
     p.add_argument("--hashes", required=True, help="file: one secret hash per line")
     p.add_argument("--max-entries", type=int, default=100_000)
+    p.add_argument("--no-trace", action="store_true", help="RSS only, without tracemalloc")
     args = p.parse_args()
     hashes = Path(args.hashes).read_text().split()
     print(json.dumps(asyncio.run(measure(args.redis_url, args.prefix, hashes,
-                                         args.max_entries))))
+                                         args.max_entries, not args.no_trace))))
 
 
 if __name__ == "__main__":

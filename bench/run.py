@@ -522,6 +522,15 @@ class Bench:
             if r.returncode:
                 raise RuntimeError(r.stderr[-2000:])
             out[str(max_entries)] = json.loads(r.stdout)
+            r = subprocess.run([PY, "-m", "bench.memory", "--redis-url", self.redis_url,
+                                "--prefix", PREFIX, "--hashes", str(hashes),
+                                "--max-entries", str(max_entries), "--no-trace"],
+                               capture_output=True, text=True, cwd=ROOT, timeout=300)
+            if r.returncode:
+                raise RuntimeError(r.stderr[-2000:])
+            untraced = json.loads(r.stdout)
+            for k in ("entry_rss_bytes", "limits_rss_bytes"):
+                out[str(max_entries)][k] = untraced[k]
         return out
 
     def revocation(self, t: Target) -> dict[str, Any]:
@@ -829,12 +838,6 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], rates: Sequence[int])
             lines.append(f"- {key.split('/')[1]} req/s: handler p50 {_med(p50):.3f} ms, "
                          f"p99 {_med(p99):.3f} ms (through Envoy, client-side p99 "
                          f"{_med(e2e):.2f} ms)")
-    lines += ["", "## Machine load during the 1000 req/s runs (busy cores of 2)", ""]
-    for name in summary:
-        vals = [r.get("machine_busy_cores", float("nan")) for r in raw["runs"].get(
-            f"{name}/1000", [])]
-        if vals:
-            lines.append(f"- {name}: " + ", ".join(f"{v:.2f}" for v in vals))
     lines += ["", "## Serving models (allow-all server, direct Check/s, h2load)", ""]
     for k, v in raw.get("models", {}).items():
         lines.append(f"- {k}: median {_med(v):.0f} ({', '.join(f'{x:.0f}' for x in v)})")
