@@ -112,6 +112,7 @@ class AuditStream:
         age_trim_interval: float = 60.0,
         query_lag_seconds: float = 3600.0,
         clock_skew_seconds: float = 60.0,
+        use_flush_interval: float = 1.0,
     ) -> None:
         """``client`` is a Redis client or a factory called once on first use (then owned and
         closed by ``close``). It should have short socket timeouts: the flush task retries with
@@ -137,6 +138,8 @@ class AuditStream:
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self._pending_uses: dict[str, tuple[int, float]] = {}
+        self._use_flush_interval = use_flush_interval
+        self._last_use_flush = float("-inf")
         self._next_age_trim = 0.0
         self._writer = uuid.uuid4().hex
         self._script: Any = None
@@ -217,6 +220,7 @@ class AuditStream:
                         await self._wake.wait()
             self._wake.clear()
             self._log_drops()
+            await self._maybe_flush_uses()  # also when traffic stopped after a batch
             if await self._drain():
                 if failures:
                     log.info("audit: stream writable again after %d failed flushes", failures)
@@ -300,7 +304,15 @@ class AuditStream:
             if tid is not None:
                 count, last = pending.get(tid, (0, 0.0))
                 pending[tid] = (count + 1, max(last, at))
-        await self._flush_uses()
+        await self._maybe_flush_uses()
+
+    async def _maybe_flush_uses(self) -> None:
+        """Use counts are bookkeeping, not audit: aggregated over ``use_flush_interval`` they
+        cost one store call per token per interval instead of one per batch."""
+        now = time.monotonic()
+        if self._pending_uses and now - self._last_use_flush >= self._use_flush_interval:
+            self._last_use_flush = now
+            await self._flush_uses()
 
     async def _flush_uses(self) -> None:
         # Uses of a failed callback are kept and merged into the next batch's: the events are

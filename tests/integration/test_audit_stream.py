@@ -73,7 +73,9 @@ def test_batches_in_order_one_transaction_each_with_aggregated_uses(
         client = _client(private_redis.url)
         cfg = AuditConfig(stream=STREAM, batch_size=10, flush_interval_seconds=0.05)
         uses = _Uses()
-        audit = AuditStream(client, cfg, token_store_record_use=uses, clock=lambda: now[0])
+        # use_flush_interval=0: one record_use call per batch, so the aggregation is visible.
+        audit = AuditStream(client, cfg, token_store_record_use=uses, clock=lambda: now[0],
+                            use_flush_interval=0)
         await client.config_resetstat()
         await audit.start()
         # 30 events in one go (no await between them): exactly three full batches.

@@ -180,7 +180,7 @@ def test_wrong_type_names_key(tmp_path: Path, text: str, key: str, words: str) -
         ({"JIRA_AUTHZ_LISTEN_METRICS": "host:port"}, "listen.metrics"),
         ({"JIRA_AUTHZ_CLIENT_IP_XFF_TRUSTED_HOPS": "-1"}, "client_ip.xff_trusted_hops"),
         ({"JIRA_AUTHZ_CACHE_MAX_ENTRIES": "0"}, "cache.max_entries"),
-        ({"JIRA_AUTHZ_CACHE_MAX_STALE_SECONDS": "1"}, "cache.max_stale_seconds"),
+        ({"JIRA_AUTHZ_CACHE_MAX_STALE_SECONDS": "-1"}, "cache.max_stale_seconds"),
         ({"JIRA_AUTHZ_AUDIT_STREAM": ""}, "audit.stream"),
         ({"JIRA_AUTHZ_AUDIT_BATCH_SIZE": "0"}, "audit.batch_size"),
         ({"JIRA_AUTHZ_AUDIT_FLUSH_INTERVAL_SECONDS": "0"}, "audit.flush_interval_seconds"),
