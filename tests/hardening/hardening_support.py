@@ -283,7 +283,9 @@ class Call:
 class Sent:
     n: int
     call: Call
-    ua: str
+    tag: str
+    """Unique Host (``:authority``) of this request: Envoy's access log and the audit event
+    both record it, which joins the three views of one request."""
     due: float
     start: float = 0.0
     end: float = 0.0
@@ -296,8 +298,9 @@ class Sent:
 class Traffic:
     """Open-loop requests through Envoy at ``rate`` per second until stopped or ``duration``.
 
-    Each request carries a unique User-Agent (``hardening/<run>/<n>``): Envoy's access log and
-    the audit event both record it, which joins the three views of one request.
+    Each request carries a unique Host (``<run>-<n>.hardening.test``; the shipped route
+    matches any host): Envoy's access log (``authority``) and the audit event (``host``) both
+    record it, which joins the three views of one request.
     """
 
     def __init__(self, port: int, pick: Callable[[int, float], Call | None], *, rate: float,
@@ -316,8 +319,8 @@ class Traffic:
         self.max_lag = 0.0
 
     @property
-    def ua_prefix(self) -> str:
-        return f"hardening/{self.run_id}/"
+    def tag_prefix(self) -> str:
+        return f"{self.run_id}-"
 
     def __enter__(self) -> Traffic:
         self.start()
@@ -367,7 +370,7 @@ class Traffic:
                         break
                 call = self.pick(n, time.time())
                 if call is not None:
-                    s = Sent(n, call, f"{self.ua_prefix}{n}", due)
+                    s = Sent(n, call, f"{self.tag_prefix}{n}.hardening.test", due)
                     with self._lock:
                         self.sent.append(s)
                     self._jobs.put(s)
@@ -385,13 +388,14 @@ class Traffic:
             self.max_lag = max(self.max_lag, time.monotonic() - job.due)
             c = job.call
             headers = [("Authorization", c.auth)] if c.auth else []
-            headers += [("User-Agent", job.ua), *c.extra_headers]
+            headers += [("Host", job.tag), ("User-Agent", "hardening"), *c.extra_headers]
             job.start = time.time()
             for attempt in range(2):  # a kept-alive connection Envoy closed: reopen once
                 try:
                     if conn is None:
                         conn = http.client.HTTPConnection(HOST, self.port, timeout=10)
-                    conn.putrequest(c.method, c.path, skip_accept_encoding=True)
+                    conn.putrequest(c.method, c.path, skip_host=True,
+                                    skip_accept_encoding=True)
                     for k, v in headers:
                         conn.putheader(k, v)
                     conn.endheaders()
@@ -432,12 +436,13 @@ def envoy_access_log(stack: LocalStack) -> list[dict[str, str]]:
     return out
 
 
-def access_by_ua(stack: LocalStack, prefix: str) -> dict[str, list[dict[str, str]]]:
+def access_by_tag(stack: LocalStack, prefix: str) -> dict[str, list[dict[str, str]]]:
+    """Envoy's access-log lines by the request's Host (``authority``)."""
     out: dict[str, list[dict[str, str]]] = {}
     for rec in envoy_access_log(stack):
-        ua = rec.get("user_agent") or ""
-        if ua.startswith(prefix):
-            out.setdefault(ua, []).append(rec)
+        tag = rec.get("authority") or ""
+        if tag.startswith(prefix):
+            out.setdefault(tag, []).append(rec)
     return out
 
 
@@ -454,12 +459,13 @@ def audit_events(r: redis.Redis, stream: str) -> list[dict[str, str]]:
         lo = "(" + page[-1][0]
 
 
-def audit_by_ua(r: redis.Redis, stream: str, prefix: str) -> dict[str, list[dict[str, str]]]:
+def audit_by_tag(r: redis.Redis, stream: str, prefix: str) -> dict[str, list[dict[str, str]]]:
+    """Audit events by the request's Host."""
     out: dict[str, list[dict[str, str]]] = {}
     for ev in audit_events(r, stream):
-        ua = ev.get("user_agent", "")
-        if ua.startswith(prefix):
-            out.setdefault(ua, []).append(ev)
+        tag = ev.get("host", "")
+        if tag.startswith(prefix):
+            out.setdefault(tag, []).append(ev)
     return out
 
 
@@ -469,7 +475,7 @@ DECIDED_DETAILS = ("via_upstream", "ext_authz_denied")
 
 @dataclass
 class AuditReconciliation:
-    """Envoy's access log against the audit stream, request by request."""
+    """Envoy's access log against the audit stream, request by request (by Host tag)."""
 
     requests: int = 0
     envoy_lines: int = 0
@@ -503,37 +509,38 @@ class AuditReconciliation:
 def reconcile(stack: LocalStack, traffic: Traffic, *, settle: float = 15.0) -> AuditReconciliation:
     """Wait until Envoy logged every request and the audit stopped growing, then compare."""
     done = [s for s in traffic.sent if s.status]
-    want = {s.ua for s in done}
-    wait_for(lambda: want <= set(access_by_ua(stack, traffic.ua_prefix)), timeout=settle,
+    want = {s.tag for s in done}
+    wait_for(lambda: want <= set(access_by_tag(stack, traffic.tag_prefix)), timeout=settle,
              what="Envoy's access log to show every request")
     r = redis_client(stack)
     try:
         last = -1
         deadline = time.monotonic() + settle
         while time.monotonic() < deadline:  # audit flushes every 50 ms; wait until it is quiet
-            n = sum(len(v) for v in audit_by_ua(r, stack.audit_stream, traffic.ua_prefix).values())
+            found = audit_by_tag(r, stack.audit_stream, traffic.tag_prefix)
+            n = sum(len(v) for v in found.values())
             if n == last:
                 break
             last = n
             time.sleep(0.5)
-        audit = audit_by_ua(r, stack.audit_stream, traffic.ua_prefix)
+        audit = audit_by_tag(r, stack.audit_stream, traffic.tag_prefix)
     finally:
         r.close()
-    access = access_by_ua(stack, traffic.ua_prefix)
+    access = access_by_tag(stack, traffic.tag_prefix)
     rec = AuditReconciliation(requests=len(done))
     for s in done:
-        lines = access.get(s.ua, [])
-        events = audit.get(s.ua, [])
+        lines = access.get(s.tag, [])
+        events = audit.get(s.tag, [])
         rec.audited += len(events)
         if not lines:
-            rec.missing_in_envoy.append(s.ua)
+            rec.missing_in_envoy.append(s.tag)
             continue
         rec.envoy_lines += len(lines)
         line = lines[0]
         if not s.call.audited:
             rec.not_token_calls += 1
             if events:
-                rec.unexpected_events.append(s.ua)
+                rec.unexpected_events.append(s.tag)
             continue
         details = line.get("details", "")
         if details not in DECIDED_DETAILS:
@@ -541,20 +548,20 @@ def reconcile(stack: LocalStack, traffic: Traffic, *, settle: float = 15.0) -> A
             if events:
                 rec.errors_audited += 1
             if len(events) > 1:
-                rec.duplicated.append(s.ua)
+                rec.duplicated.append(s.tag)
             continue
         rec.decided += 1
         if not events:
-            rec.lost.append(s.ua)
+            rec.lost.append(s.tag)
         elif len(events) > 1:
-            rec.duplicated.append(s.ua)
+            rec.duplicated.append(s.tag)
         else:
             ev = events[0]
             ok = (ev.get("request_id") == line.get("request_id")
                   and ev.get("status") == str(line.get("status"))
                   and (ev.get("decision") == "allow") == (str(line.get("status")) == "200"))
             if not ok:
-                rec.mismatched.append(f"{s.ua}: envoy {line} audit {ev}")
+                rec.mismatched.append(f"{s.tag}: envoy {line} audit {ev}")
     return rec
 
 
