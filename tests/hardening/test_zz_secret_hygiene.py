@@ -84,19 +84,21 @@ def _login_is_another_token(stack: LocalStack, ops: TokenOps) -> None:
     LEDGER.add(unbound, used_as_login)
 
 
-def _scan(stack: LocalStack, collector: SpanCollector) -> list[str]:
+def _scan(stack: LocalStack, collector: SpanCollector, exports_before: int) -> list[str]:
     time.sleep(0.3)  # Envoy flushes its log every 200 ms, the audit every 50 ms
-    n = len(collector.requests)
-    # Spans are exported in batches every 5 s: wait for the batch holding these requests.
-    wait_for(lambda: len(collector.requests) > n, timeout=12, what="a span export")
+    # Spans are exported in batches every 5 s: wait for an export after the requests began
+    # (counted before they were sent: the batch may already have gone out by now).
+    wait_for(lambda: len(collector.requests) > exports_before, timeout=12,
+             what="a span export")
     return scan_stack(stack, LEDGER.secrets, {"spans": collector.text()})
 
 
 def test_no_secret_anywhere(shared_stack: LocalStack, shared_ops: TokenOps,
                             span_collector: SpanCollector) -> None:
+    exports_before = len(span_collector.requests)
     _leak_prone_requests(shared_stack, shared_ops)
     _login_is_another_token(shared_stack, shared_ops)
-    findings = _scan(shared_stack, span_collector)
+    findings = _scan(shared_stack, span_collector, exports_before)
     FIGURES.note("secret scan: secrets searched", len(LEDGER.secrets))
     FIGURES.note("secret scan: characters scanned by source", dict(LEDGER.scanned))
     FIGURES.note("secret scan: spans exported", span_collector.spans())
