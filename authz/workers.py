@@ -75,6 +75,19 @@ def worker_check_addresses(check: str, workers: int) -> list[str]:
     return [f"{host}:{port + i}" for i in range(workers)]
 
 
+def check_no_port_clash(cfg: Config, workers: int) -> None:
+    """The workers' consecutive check ports must not take the admin or metrics port (with the
+    defaults, 9191 + 1 is the admin port 9192): refuse at start, naming the keys."""
+    _, first = split_hostport(cfg.listen.check)
+    taken = range(first, first + workers)
+    for key, addr in (("listen.admin", cfg.listen.admin), ("listen.metrics", cfg.listen.metrics)):
+        if addr and split_hostport(addr)[1] in taken:
+            raise ValueError(
+                f"{key} {addr} falls in the worker check ports {first}..{first + workers - 1}:"
+                f" move it (or listen.check) so {workers} consecutive ports are free"
+            )
+
+
 def _free_local_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -118,6 +131,7 @@ class Supervisor:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError("--workers must be >= 1")
+        check_no_port_clash(self.cfg, self.workers)
         checks = worker_check_addresses(self.cfg.listen.check, self.workers)
         metrics_on = bool(self.cfg.listen.metrics)
         self.slots = [
