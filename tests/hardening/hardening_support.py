@@ -26,6 +26,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import redis
 
@@ -830,3 +831,18 @@ class DelayProxy:
         self._thread.join(5)
         assert not self._thread.is_alive(), "delay proxy thread did not stop"
         self._loop.close()
+
+
+def tomcat_view(path: str) -> str:
+    """The path Tomcat serves: `;params` cut per segment, %-decoded, dot segments resolved.
+
+    The oracle for "did a request reach Jira on a path its limit allows"."""
+    out: list[str] = []
+    for seg in path.split("/")[1:]:
+        seg = unquote(seg.split(";", 1)[0], errors="replace")
+        if seg == "..":
+            if out:
+                out.pop()
+        elif seg != ".":
+            out.append(seg)
+    return "/" + "/".join(out)

@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pytest
 import yaml
@@ -26,6 +25,7 @@ from hardening_support import (
     basic,
     send,
     send_raw,
+    tomcat_view,
 )
 
 from authz.domain import secrets as secret_fmt
@@ -144,19 +144,6 @@ def corpus(shared_stack: LocalStack, shared_ops: TokenOps) -> Corpus:
             shared_ops.revoke(token.id)
         found[name] = secret
     return Corpus(shared_stack, found)
-
-
-def tomcat_view(path: str) -> str:
-    """The path as Tomcat resolves it: `;params` cut per segment, %-decoded, dots resolved."""
-    out: list[str] = []
-    for seg in path.split("/")[1:]:
-        seg = unquote(seg.split(";", 1)[0], errors="replace")
-        if seg == "..":
-            if out:
-                out.pop()
-        elif seg != ".":
-            out.append(seg)
-    return "/" + "/".join(out)
 
 
 def who_answered(r: Reply) -> str:

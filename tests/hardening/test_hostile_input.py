@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, quote, unquote, unquote_to_bytes
 
 import re2
 from envoy.service.auth.v3 import external_auth_pb2
-from hardening_support import scaled
+from hardening_support import scaled, tomcat_view
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -91,19 +91,6 @@ def decide(req: HttpRequest, policy: Policy | None = None) -> Decision:
         return first
     token = TOKENS.get(secrets.hash_secret(first.secret))
     return judge(req, first, token, policy, NOW)
-
-
-def tomcat_view(path: str) -> str:
-    """The path Tomcat serves: `;params` cut per segment, %-decoded, dot segments resolved."""
-    out: list[str] = []
-    for seg in path.split("/")[1:]:
-        seg = unquote(seg.split(";", 1)[0], errors="replace")
-        if seg == "..":
-            if out:
-                out.pop()
-        elif seg != ".":
-            out.append(seg)
-    return "/" + "/".join(out)
 
 
 def check_invariants(req: HttpRequest, d: Decision) -> None:
