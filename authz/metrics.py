@@ -21,6 +21,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from authz.domain.model import Outcome, Reason
+
 disable_created_metrics()  # *_created series double the exposition for no alerting value
 
 # Sub-millisecond decisions need fine low buckets; the tail goes up to the Check timeout.
@@ -51,6 +53,20 @@ PROPAGATION = Histogram(
     "Delay from a token change being published to this replica applying it",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+_DECISION_CHILDREN: dict[tuple[Outcome, Reason], Any] = {}
+
+
+def count_decision(outcome: Outcome, reason: Reason) -> None:
+    """``DECISIONS`` by result and reason; the labelled child is looked up once per pair
+    (``labels()`` costs a lock and a tuple build on every call)."""
+    child = _DECISION_CHILDREN.get((outcome, reason))
+    if child is None:
+        child = _DECISION_CHILDREN[(outcome, reason)] = DECISIONS.labels(
+            outcome.value, reason.value
+        )
+    child.inc()
+
+
 REDIS_UP = Gauge("jira_authz_redis_up", "1 when the last readiness PING to Redis succeeded")
 BUILD = Info("jira_authz_build", "Version of the running jira-authz")
 

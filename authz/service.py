@@ -80,7 +80,7 @@ class CheckService:
                                 "authorization failed; try again", token_like=True)
         if decision.token_like:
             decision = self._audit(req, decision)
-        metrics.DECISIONS.labels(decision.outcome.value, decision.reason.value).inc()
+        metrics.count_decision(decision.outcome, decision.reason)
         return decision
 
     def _audit(self, req: HttpRequest, decision: Decision) -> Decision:
@@ -88,8 +88,9 @@ class CheckService:
         try:
             if self.strict_audit and decision.allowed and not self.audit.would_accept():
                 decision = self._audit_unavailable(decision)
-            ip = client_ip(req.source_ip, req.headers.get("x-forwarded-for"),
-                           self.policy.xff_trusted_hops)
+            ip = decision.client_ip or client_ip(
+                req.source_ip, req.headers.get("x-forwarded-for"), self.policy.xff_trusted_hops
+            )
             event = build_event(req, decision, now=self.clock(),
                                 include_query=self.include_query, client_ip=ip)
             token_id = decision.token.id if decision.token else None
@@ -108,5 +109,5 @@ class CheckService:
         return Decision(
             Outcome.DENY, Reason.AUDIT_UNAVAILABLE, 503, "audit trail unavailable; try again",
             token=decision.token, login=decision.login, effective_user=decision.effective_user,
-            token_like=True,
+            token_like=True, client_ip=decision.client_ip,
         )

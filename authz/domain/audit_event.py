@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,9 +47,22 @@ _MIN_SECRET_LEN = 8
 """Shorter credential fragments are not masked: they would mask ordinary text (e.g. "Basic")."""
 
 
+_second: list[tuple[int, str]] = [(-1, "")]
+"""The last whole second formatted: every audit event formats a time, most in the same second."""
+
+
 def format_time(ts: float) -> str:
     """ISO-8601 UTC with milliseconds, e.g. ``2024-05-01T12:00:00.123Z``."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    whole = math.floor(ts)
+    micro = round((ts - whole) * 1e6)  # rounded to microseconds first, as datetime does
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    ms = micro // 1000
+    cached_second, prefix = _second[0]
+    if whole != cached_second:
+        prefix = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second[0] = (whole, prefix)
+    return f"{prefix}.{ms:03d}Z"
 
 
 def parse_time(text: str) -> float | None:

@@ -131,6 +131,7 @@ def judge(
         return _deny(Reason.WRONG_USER, 401, "API token does not belong to this login", **common)
     ip = network.client_ip(req.source_ip, req.headers.get("x-forwarded-for"),
                            policy.xff_trusted_hops)
+    common["client_ip"] = ip
     if not network.ip_allowed(ip, token.ips):
         return _deny(Reason.IP_NOT_ALLOWED, 403, "client address is not allowed for this token",
                      effective_user=user, **common)
@@ -158,4 +159,4 @@ def judge(
                          effective_user=requested, matched_limit=result.line, **common)
         effective = requested
     return Decision(Outcome.ALLOW, Reason.OK, 200, "", token, login, effective, result.line,
-                    True)
+                    True, ip)

@@ -127,6 +127,8 @@ class Decision:
     matched_limit: str = ""
     token_like: bool = False
     """The credentials were (or looked like) one of our tokens: the call is audited."""
+    client_ip: str = ""
+    """The client address the IP rule used; '' when the decision came before that rule."""
 
     @property
     def allowed(self) -> bool:

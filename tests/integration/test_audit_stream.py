@@ -404,3 +404,37 @@ def test_query_works_with_a_bytes_client(private_redis: RedisServer) -> None:
         await client.aclose()
 
     asyncio.run(main())
+
+
+def test_values_round_trip_exactly_whatever_they_hold(private_redis: RedisServer) -> None:
+    """Events travel NUL-joined in one script argument: empty values, separators inside a
+    value, non-ASCII and unencodable text must neither shift fields nor fail the batch."""
+    awkward = {
+        "time": "",
+        "token_id": "tokA",
+        "token_label": "a\x00b",
+        "path": "/rest/ü/😀",
+        "user_agent": "x\udcffy",
+        "request_id": "",
+        "decision": "allow",
+    }
+
+    async def main() -> None:
+        client = _client(private_redis.url)
+        audit = AuditStream(client, AuditConfig(stream=STREAM, flush_interval_seconds=0.02))
+        await audit.start()
+        assert audit.emit(awkward)
+        assert audit.emit(_ev(2))
+        await wait_for(lambda: _xlen_is(client, 2), timeout=5)
+        (_, first), (_, second) = await client.xrange(STREAM)
+        assert list(first) == list(awkward)
+        assert first["token_label"] == "a\ufffdb"
+        assert first["path"] == "/rest/ü/😀"
+        assert first["user_agent"] == "x?y"
+        assert first["time"] == first["request_id"] == ""
+        assert second == _ev(2)
+        assert audit.stats.flush_errors == 0
+        await audit.close()
+        await client.aclose()
+
+    asyncio.run(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import string
+from datetime import UTC, datetime
 
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -207,3 +208,14 @@ def test_fields_unchanged_when_no_credential_fragment_occurs(ua: str, include_qu
     assert ev["user_agent"] == ua[:USER_AGENT_MAX]
     assert ("query" in ev) is include_query
     assert parse_event(ev).user_agent == ev["user_agent"]
+
+
+@given(st.floats(min_value=0, max_value=253402300000.0, allow_nan=False)
+       | st.integers(min_value=1_600_000_000_000, max_value=2_000_000_000_000).map(
+           lambda ms: ms / 1000))
+def test_format_time_matches_datetime_to_the_millisecond(ts: float) -> None:
+    """The per-second cache must give exactly what datetime's own rounding gives."""
+    expected = (datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z"))
+    assert format_time(ts) == expected
+    assert format_time(ts + 1) != expected
