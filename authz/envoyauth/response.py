@@ -28,8 +28,17 @@ def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
     )
 
 
+CACHED_RESPONSES = 4096
+"""Distinct responses kept built (one per effective user, one per deny message)."""
+
+
 class ResponseBuilder:
-    """Holds the response settings; builds one CheckResponse per decision."""
+    """Holds the response settings; builds one CheckResponse per decision.
+
+    A response depends only on the settings and on (outcome, effective user) or (status,
+    message), so built messages are kept and reused: building one costs more than the rest of
+    a cached decision's translation. Callers must not mutate what ``build`` returns.
+    """
 
     def __init__(
         self, identity_header: str, realm: str, upstream_authorization: str | None = None
@@ -37,8 +46,24 @@ class ResponseBuilder:
         self.identity_header = identity_header.lower()
         self.realm = realm
         self.upstream_authorization = upstream_authorization
+        self._built: dict[tuple[object, ...], external_auth_pb2.CheckResponse] = {}
 
     def build(self, decision: Decision) -> external_auth_pb2.CheckResponse:
+        outcome = decision.outcome
+        if outcome is Outcome.ALLOW:
+            key: tuple[object, ...] = (outcome, decision.effective_user)
+        elif outcome is Outcome.PASS:
+            key = (outcome,)
+        else:
+            key = (outcome, decision.status, decision.reason, decision.message)
+        response = self._built.get(key)
+        if response is None:
+            if len(self._built) >= CACHED_RESPONSES:
+                self._built.clear()  # bounded; distinct users or messages beyond it rebuild
+            response = self._built[key] = self._build(decision)
+        return response
+
+    def _build(self, decision: Decision) -> external_auth_pb2.CheckResponse:
         if decision.outcome is Outcome.ALLOW:
             return self._allow(decision.effective_user)
         if decision.outcome is Outcome.PASS:

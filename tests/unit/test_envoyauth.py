@@ -310,3 +310,27 @@ def test_client_identity_header_never_survives_pass() -> None:
     resp = _run(check_request(headers={"contextuser": "admin"}), None)
     assert resp.HasField("ok_response")
     assert "contextuser" in resp.ok_response.headers_to_remove
+
+
+def test_built_responses_are_reused_per_user_and_message_never_across() -> None:
+    b = ResponseBuilder("contextUser", "Jira")
+    alice = Decision(Outcome.ALLOW, Reason.OK, effective_user="alice", token_like=True)
+    bob = Decision(Outcome.ALLOW, Reason.OK, effective_user="bob", token_like=True)
+    assert b.build(alice) is b.build(alice)
+    assert headers_of(b.build(bob).ok_response.headers)["contextuser"][0] == "bob"
+    assert headers_of(b.build(alice).ok_response.headers)["contextuser"][0] == "alice"
+    d401 = Decision(Outcome.DENY, Reason.UNKNOWN_TOKEN, 401, "unknown API token")
+    d403 = Decision(Outcome.DENY, Reason.NO_LIMIT_MATCHED, 403, "no line matches")
+    assert b.build(d401).denied_response.status.code == 401
+    assert b.build(d403).denied_response.status.code == 403
+    assert json.loads(b.build(d403).denied_response.body)["reason"] == "no line matches"
+
+
+def test_response_cache_is_bounded() -> None:
+    from authz.envoyauth import response as mod
+
+    b = ResponseBuilder("contextUser", "Jira")
+    for i in range(mod.CACHED_RESPONSES + 10):
+        d = Decision(Outcome.ALLOW, Reason.OK, effective_user=f"u{i}", token_like=True)
+        assert headers_of(b.build(d).ok_response.headers)["contextuser"][0] == f"u{i}"
+    assert len(b._built) <= mod.CACHED_RESPONSES
