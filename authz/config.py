@@ -106,8 +106,9 @@ class CacheConfig:
     waited for: the cached answer is served and the read completes in the background."""
     subscription_keepalive_seconds: float = 0.25
     """PING interval on the invalidation subscription; cached answers stop counting as fresh
-    once it has been silent for 2.5 times this (a silently stalled link), so a revocation is
-    never missed for longer than about a second."""
+    while a PING has gone unanswered for longer than this, or after 4 times this of total
+    silence (a silently stalled link), so a revocation is never missed for longer than about a
+    second."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """jira-authz with one component changed, to measure what that component costs.
 
 * ``--no-audit``: the audit sink is a no-op (the "audit off" side of audit on vs off);
+* ``--null-check``: Check answers a constant OK at once (everything else still runs: cache
+  listener, audit task, readiness loop, metrics), to separate the handler's cost from the
+  process's;
 * ``--hiredis-pack``: Redis commands are packed by hiredis (C) instead of redis-py's asyncio
   connection, which packs in Python: the proposed fix for the audit writer's CPU cost.
 
@@ -15,10 +18,14 @@ import signal
 from typing import Any
 
 import hiredis
+from envoy.service.auth.v3 import external_auth_pb2
+from google.rpc import code_pb2, status_pb2
 from redis.asyncio.connection import Connection
 
 from authz.config import load_config
-from authz.server import Server
+from authz.server import AuthorizationServicer, Server
+
+_ALLOW = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
 
 
 class NullAudit:
@@ -43,7 +50,13 @@ class HiredisPackConnection(Connection):
         return [hiredis.pack_command(args)]
 
 
-async def _main(no_audit: bool, hiredis_pack: bool) -> None:
+async def _null_check(self: Any, request: Any, context: Any) -> Any:
+    return _ALLOW
+
+
+async def _main(no_audit: bool, hiredis_pack: bool, null_check: bool) -> None:
+    if null_check:
+        AuthorizationServicer.Check = _null_check  # type: ignore[method-assign]
     server = Server(load_config())
     if no_audit:
         server.service.audit = NullAudit()
@@ -62,5 +75,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(prog="python -m bench.variant_server")
     p.add_argument("--no-audit", action="store_true")
     p.add_argument("--hiredis-pack", action="store_true")
+    p.add_argument("--null-check", action="store_true")
     a = p.parse_args()
-    asyncio.run(_main(a.no_audit, a.hiredis_pack))
+    asyncio.run(_main(a.no_audit, a.hiredis_pack, a.null_check))

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 _NOT_FRESH = -1
 """Generation of an entry that must be re-read before it is used without Redis."""
 _KEEPALIVE_MESSAGE = "jira-authz-keepalive"
+_SILENCE_KEEPALIVES = 4
+"""Keepalive intervals of total silence after which cached entries stop counting as fresh."""
 
 
 @dataclass
@@ -112,6 +114,8 @@ class TokenCache:
         )
         self._last_heard = float("-inf")
         """Monotonic time the subscription last delivered anything (message or PONG)."""
+        self._ping_since = 0.0
+        """Monotonic time the unanswered keepalive PING was sent; 0.0 when none is pending."""
         self._reconnect_min = reconnect_min_seconds
         self._reconnect_max = reconnect_max_seconds
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
@@ -176,8 +180,11 @@ class TokenCache:
             return True  # in force and final: no read can change the answer
         if not self._subscribed or entry.gen != self._gen:
             return False
-        if time.monotonic() - self._last_heard > 2.5 * self._keepalive:
-            return False  # the subscription went quiet: it may have stalled silently
+        mono = time.monotonic()
+        if self._ping_since and mono - self._ping_since > self._keepalive:
+            return False  # a PING went unanswered: the link may have stalled silently
+        if mono - self._last_heard > _SILENCE_KEEPALIVES * self._keepalive:
+            return False  # not even a PING sent: the listener itself is not running
         ttl = self._cfg.refresh_after_seconds if entry.token else self._cfg.negative_ttl_seconds
         return now - entry.read_at < ttl
 
@@ -363,7 +370,7 @@ class TokenCache:
         try:
             await pubsub.subscribe(self._store.channel)
             last_seen, ping_sent = time.monotonic(), 0.0
-            self._last_heard = last_seen
+            self._last_heard, self._ping_since = last_seen, 0.0
             while not self._closing:
                 if self._resubscribe_requested:
                     self._resubscribe_requested = False
@@ -372,13 +379,13 @@ class TokenCache:
                 now = time.monotonic()
                 if msg is not None:
                     last_seen, ping_sent = now, 0.0
-                    self._last_heard = now
+                    self._last_heard, self._ping_since = now, 0.0
                     self._dispatch(msg)
                 elif ping_sent and now - ping_sent > self._keepalive:
                     raise ConnectionError("invalidation subscription keepalive timed out")
                 elif not ping_sent and now - last_seen >= self._keepalive:
+                    ping_sent = self._ping_since = now
                     await pubsub.ping(_KEEPALIVE_MESSAGE)
-                    ping_sent = now
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

@@ -335,6 +335,37 @@ async def test_silent_subscription_is_detected_by_keepalive(
         assert cache.stats.resubscribes >= 1
 
 
+async def test_freshness_needs_answered_pings_not_a_busy_listener(
+    private_redis: RedisServer, prefix: str
+) -> None:
+    """A PING unanswered for longer than the keepalive (a stalled link) makes cached entries
+    unconfirmed at once; a listener that merely ran late (a loaded event loop) does not, until
+    four keepalives of complete silence."""
+    async with (
+        open_store(private_redis.url, prefix) as admin,
+        running_cache(private_redis.url, prefix, keepalive_seconds=10) as cache,
+    ):
+        _, tok = new_token()
+        await admin.create(tok)
+        await warm(cache, tok)
+
+        async def hit() -> bool:
+            hits = cache.stats.hits
+            assert await cache.lookup(tok.secret_hash) == tok
+            return cache.stats.hits > hits
+
+        now = time.monotonic()
+        cache._last_heard = now - 25  # 2.5 keepalives quiet, no PING pending: still fresh
+        assert await hit()
+        cache._ping_since = now - 11  # a PING pending for longer than the keepalive
+        assert not await hit()
+        cache._ping_since = now - 5  # pending, but within the keepalive
+        cache._last_heard = now - 5
+        assert await hit()
+        cache._ping_since, cache._last_heard = 0.0, now - 41  # silent for over 4 keepalives
+        assert not await hit()
+
+
 async def test_outage_serves_stale_then_recovers(private_redis: RedisServer, prefix: str) -> None:
     clock = FakeClock()
     url = private_redis.url
