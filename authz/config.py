@@ -33,7 +33,7 @@ class ConfigError(ValueError):
 class ListenConfig:
     check: str = "0.0.0.0:9191"
     """host:port of the Envoy ext_authz gRPC service."""
-    admin: str = "127.0.0.1:9192"
+    admin: str = "127.0.0.1:9190"
     """host:port of the admin gRPC API (never routed through Envoy)."""
     metrics: str = "0.0.0.0:9090"
     """host:port of the Prometheus /metrics endpoint; empty disables it."""

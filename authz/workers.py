@@ -76,8 +76,8 @@ def worker_check_addresses(check: str, workers: int) -> list[str]:
 
 
 def check_no_port_clash(cfg: Config, workers: int) -> None:
-    """The workers' consecutive check ports must not take the admin or metrics port (with the
-    defaults, 9191 + 1 is the admin port 9192): refuse at start, naming the keys."""
+    """The workers' consecutive check ports (9191, 9192, ... by default) must not take the admin
+    or metrics port (defaults 9190 and 9090, below them): refuse at start, naming the keys."""
     _, first = split_hostport(cfg.listen.check)
     taken = range(first, first + workers)
     for key, addr in (("listen.admin", cfg.listen.admin), ("listen.metrics", cfg.listen.metrics)):

@@ -9,6 +9,8 @@ Scenarios, all on 127.0.0.1, all Envoys running the shipped sidecar config with 
 * ``c1`` / ``c2``  Envoy + jira-authz (10,000 tokens in Redis, realistic mix, audit and
   metrics on), ``serve`` / ``serve --workers 2``;
 * ``n1``  as ``c1`` with the audit sink replaced by a no-op (audit on vs off);
+* ``nc1``  the jira-authz process with Check answering a constant (direct only): what the
+  process costs without the handler, i.e. how much of the gap to ``b1`` is the handler;
 * direct Check RPC (no Envoy, h2load) for b1, b2, c1, c2; serving models (asyncio vs thread
   pool, floating vs pinned) on the allow-all server.
 
@@ -454,9 +456,8 @@ class Bench:
         c2 = self.add_envoy(self.add_authz("c2", "(c) jira-authz, --workers 2", 2))
         n1 = self.add_envoy(self.add_authz("n1", "(c) jira-authz, 1 proc, audit off", 1,
                                            variant="--no-audit"))
-        hp1 = self.add_envoy(self.add_authz(
-            "hp1", "(c) jira-authz, 1 proc, hiredis packing (proposal)", 1,
-            variant="--hiredis-pack"))
+        nc1 = self.add_authz("nc1", "(c) jira-authz process, Check answering a constant", 1,
+                             variant="--null-check")
         for t in self.targets.values():
             if t.envoy:
                 t.envoy.check()
@@ -467,7 +468,7 @@ class Bench:
             return self.raw
         self.log("warm-up (fills the caches)")
         warm = {t.name: self.fixed_rate(t, 1000, duration=4)
-                for t in (a, b1, b2, c1, c2, n1, hp1)}
+                for t in (a, b1, b2, c1, c2, n1)}
         self.raw["warmup_status"] = {k: v["status"] for k, v in warm.items()}
 
         via = [a, b1, c1, b2, c2]
@@ -482,11 +483,11 @@ class Bench:
             for t in order:
                 record(f"{t.name}/sat", self.saturation(t))
             self.log(f"repetition {rep + 1}/{s.reps}: direct Check")
-            for t in [x for x in order if x.servers] + [hp1]:
+            for t in [x for x in order if x.servers] + [nc1]:
                 record(f"{t.name}/direct", self.direct(t))
             for rate in s.rates:
                 self.log(f"repetition {rep + 1}/{s.reps}: {rate} req/s")
-                for t in order + ([n1, hp1] if rate == 1000 else []):
+                for t in order + ([n1] if rate == 1000 else []):
                     record(f"{t.name}/{rate}", self.fixed_rate(t, rate))
             self.log(f"repetition {rep + 1}/{s.reps}: 100 req/s (handler latency, as OPA's)")
             record("c1/100", self.fixed_rate(c1, 100))
@@ -779,7 +780,7 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], rates: Sequence[int])
     head += ["server CPU s/1k @1000", "Envoy CPU s/1k @1000", "server RSS MB"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in summary.values():
-        if row["sat_rps"] is None and row["p50@1000"] is None:
+        if row["sat_rps"] is None and row["p50@1000"] is None and row["direct_rps"] is None:
             continue
         cells = [row["label"], _fmt(row["sat_rps"], 0), _fmt(row["direct_rps"], 0)]
         for rate in rates:
@@ -792,7 +793,7 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], rates: Sequence[int])
     lines += ["", "## Ratios (medians)", "",
               "| scenario | sat vs (a) | sat vs (b, same procs) | direct vs (b) | "
               "p50 @1000 - (b) | p99 @1000 - (b) |", "|---|---|---|---|---|---|"]
-    for name, base in (("c1", "b1"), ("c2", "b2"), ("n1", "b1"), ("hp1", "b1"), ("b2", "b1")):
+    for name, base in (("c1", "b1"), ("c2", "b2"), ("n1", "b1"), ("nc1", "b1"), ("b2", "b1")):
         row, b = summary[name], summary[base]
         ra = _ratio(row["sat_rps"], a["sat_rps"])
         rb = _ratio(row["sat_rps"], b["sat_rps"])

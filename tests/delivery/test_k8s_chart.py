@@ -110,6 +110,7 @@ INVALID_VALUES = {
     "privileged gateway port": {"gateway": {"listenPort": 80}},
     "appendfsync no": {"redis": {"bundled": {"appendfsync": "no"}}},
     "string replica count": {"replicaCount": "2"},
+    "zero workers": {"workers": 0},
     "empty istio selector": {
         "istio": {"authorizationPolicy": {"enabled": True, "selector": {"app": None}}}},
 }
@@ -243,7 +244,7 @@ def test_authz_deployment(rendered_default: Any) -> None:
     assert c["args"] == ["--config", "/etc/jira-authz/config.yaml"]
     assert c["image"] == "ghcr.io/jira-authz/jira-authz:0.1.0"
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
-        "grpc-check": 9191, "grpc-admin": 9192, "http-metrics": 9090}
+        "grpc-check": 9191, "grpc-admin": 9190, "http-metrics": 9090}
     # Readiness = overall gRPC health (Redis-aware); liveness and start-up ask the `liveness`
     # service, which stays SERVING during a Redis outage (no restart storm).
     assert c["readinessProbe"]["grpc"] == {"port": 9191}
@@ -288,7 +289,7 @@ def test_rendered_config_is_accepted_by_the_service(
     (tmp_path / "config.yaml").write_text(text)
     cfg = service_config.load_config(tmp_path / "config.yaml", environ=env)
     assert cfg.listen.check == "0.0.0.0:9191"
-    assert cfg.listen.admin == "0.0.0.0:9192"
+    assert cfg.listen.admin == "0.0.0.0:9190"
     assert cfg.listen.metrics == "0.0.0.0:9090"
     assert cfg.admin.token_file == "/etc/jira-authz/admin/token"
     assert "password" not in text.lower() and ":pw@" not in text
@@ -343,7 +344,7 @@ def test_admin_port_is_never_on_the_check_service(rendered_default: Any) -> None
     ports = {p["name"] for p in rendered_default.find("Service", "jira-authz")["spec"]["ports"]}
     assert ports == {"grpc-check", "http-metrics"}
     admin = rendered_default.find("Service", "jira-authz-admin")
-    assert [p["port"] for p in admin["spec"]["ports"]] == [9192]
+    assert [p["port"] for p in admin["spec"]["ports"]] == [9190]
 
 
 def test_bundled_redis_is_persistent_and_authenticated(rendered_default: Any) -> None:

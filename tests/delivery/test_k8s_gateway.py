@@ -3,6 +3,7 @@ deploy/envoy/gateway.yaml (the file the local stack and the end-to-end tests run
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ HCM = "envoy.filters.network.http_connection_manager"
 
 
 def _gateway_config(helm: Any, values: dict) -> str:
-    rendered = helm.render(CHART, {"gateway": {"enabled": True, **values}})
+    values = dict(values)
+    top = {"workers": values.pop("__workers")} if "__workers" in values else {}
+    rendered = helm.render(CHART, {"gateway": {"enabled": True, **values}, **top})
     return rendered.find("ConfigMap", "-gateway")["data"]["envoy.yaml"]
 
 
@@ -31,6 +34,7 @@ def _envoy_validate(envoy_bin: str, text: str, tmp_path: Path) -> subprocess.Com
 
 GATEWAY_VALUES = {
     "defaults": {},
+    "three workers per pod": {"__workers": 3},
     "body routes, LB in front, custom timeout": {
         "bodyRoutes": ["/rest/api/2/issue", "/jira/rest/api/2/search"],
         "xffNumTrustedHops": 1, "checkTimeout": "0.25s", "maxRequestBodyBytes": 1048576,
@@ -142,7 +146,7 @@ def test_clusters_match_deploy_envoy(both: tuple[dict, dict]) -> None:
 def test_admin_api_is_never_routed(both: tuple[dict, dict]) -> None:
     chart, _ = both
     text = yaml.safe_dump(chart)
-    assert "9192" not in text
+    assert "9190" not in text
     ops = _routes(_hcm(chart, "ops"))
     # The ops listener exposes Prometheus stats only, never other Envoy admin paths.
     assert [r["match"] for r in ops] == [{"path": "/stats/prometheus"}]
@@ -181,3 +185,37 @@ def test_gateway_command_line_is_accepted_by_envoy(
     proc = subprocess.run([envoy_bin, "--mode", "validate", *args], capture_output=True,
                           text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_workers_are_all_endpoints_ports_services_and_policy(helm: Any) -> None:
+    """`workers: 3`: each pod runs three servers on 9191..9193, and everything that must reach
+    them lists all three, so Envoy balances Checks over pods x processes (issue 5)."""
+    r = helm.render(CHART, {"gateway": {"enabled": True}, "workers": 3})
+    (c,) = r.find("Deployment", "jira-authz")["spec"]["template"]["spec"]["containers"]
+    assert c["args"] == ["--config", "/etc/jira-authz/config.yaml", "--workers", "3"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"grpc-check": 9191, "grpc-check-1": 9192, "grpc-check-2": 9193,
+                     "grpc-admin": 9190, "http-metrics": 9090}
+    for svc in ("jira-authz", "jira-authz-headless"):
+        got = {p["name"]: p["port"] for p in r.find("Service", svc)["spec"]["ports"]}
+        assert {got[n] for n in ("grpc-check", "grpc-check-1", "grpc-check-2")} == {
+            9191, 9192, 9193}, svc
+    policy = r.find("NetworkPolicy", "jira-authz")
+    check_rule = policy["spec"]["ingress"][0]
+    assert [p["port"] for p in check_rule["ports"]] == ["grpc-check", "grpc-check-1",
+                                                         "grpc-check-2"]
+    cfg = yaml.safe_load(r.find("ConfigMap", "-gateway")["data"]["envoy.yaml"])
+    (authz,) = [x for x in cfg["static_resources"]["clusters"] if x["name"] == "jira_authz"]
+    endpoints = authz["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert [e["endpoint"]["address"]["socket_address"]["port_value"] for e in endpoints] == [
+        9191, 9192, 9193]
+    assert authz["type"] == "STRICT_DNS" and authz["lb_policy"] == "ROUND_ROBIN"
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"workers": 2, "service": {"adminPort": 9192}}, "service.adminPort or service.metricsPort"),
+    ({"workers": 2, "istio": {"authorizationPolicy": {"enabled": True}}}, "one port only"),
+], ids=["admin port inside the worker ports", "istio"])
+def test_workers_that_cannot_work_are_refused(helm: Any, values: dict, message: str) -> None:
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        helm.render(CHART, values)

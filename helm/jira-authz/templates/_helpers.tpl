@@ -135,3 +135,26 @@ The service's config.yaml: the user's `config` values plus the keys the chart ow
 {{- end }}
 {{- toYaml $cfg }}
 {{- end }}
+
+{{/*
+Check ports beyond the first, one per extra worker: a list of dicts {name, port}.
+Fails when they would take the admin or metrics port, or when Istio (one port) is enabled.
+*/}}
+{{- define "jira-authz.extraCheckPorts" -}}
+{{- $n := int .Values.workers }}
+{{- $base := int .Values.service.checkPort }}
+{{- $out := list }}
+{{- range $i := until $n }}
+{{- if $i }}
+{{- $p := add $base $i }}
+{{- if or (eq (int $p) (int $.Values.service.adminPort)) (eq (int $p) (int $.Values.service.metricsPort)) }}
+{{- fail (printf "workers=%d takes ports %d..%d, which include service.adminPort or service.metricsPort: move them" $n $base (add $base (sub $n 1))) }}
+{{- end }}
+{{- $out = append $out (dict "name" (printf "grpc-check-%d" $i) "port" $p) }}
+{{- end }}
+{{- end }}
+{{- if and (gt $n 1) $.Values.istio.authorizationPolicy.enabled }}
+{{- fail "workers > 1 with istio.authorizationPolicy.enabled: Istio's ext_authz provider reaches one port only; keep workers: 1 and scale replicas" }}
+{{- end }}
+{{- toJson (dict "ports" $out) }}
+{{- end }}
