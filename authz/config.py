@@ -104,6 +104,10 @@ class CacheConfig:
     stale_read_budget_seconds: float = 0.1
     """With a cached answer younger than max_stale at hand, a Redis read slower than this is not
     waited for: the cached answer is served and the read completes in the background."""
+    max_compiled_limits: int = 16_384
+    """Most tokens' restriction lines kept compiled (LRU by content). Compiled RE2 programs
+    take several KB per line (~8 KB for a token with 1-5 lines), separately from
+    max_entries; an evicted set is recompiled on next use (tens of microseconds per line)."""
     subscription_keepalive_seconds: float = 0.25
     """PING interval on the invalidation subscription; cached answers stop counting as fresh
     while a PING has gone unanswered for longer than this, or after 4 times this of total
@@ -256,6 +260,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("client_ip.xff_trusted_hops", "must be >= 0")
     if cfg.cache.max_entries < 1:
         raise ConfigError("cache.max_entries", "must be >= 1")
+    if cfg.cache.max_compiled_limits < 1:
+        raise ConfigError("cache.max_compiled_limits", "must be >= 1")
     for k in ("stale_read_budget_seconds", "subscription_keepalive_seconds"):
         if getattr(cfg.cache, k) <= 0:
             raise ConfigError(f"cache.{k}", "must be > 0")

@@ -28,6 +28,7 @@ from authz.adapters.sentinel_watch import watch_failovers
 from authz.adapters.token_cache import TokenCache
 from authz.admin.grpc_api import build_admin_server
 from authz.config import Config
+from authz.domain import limits
 from authz.domain.decide import Policy
 from authz.domain.model import Decision, HttpRequest
 from authz.envoyauth.request import to_http_request
@@ -104,6 +105,7 @@ class Server:
 
     def __init__(self, cfg: Config, *, span_processor: Any = None) -> None:
         self.cfg = cfg
+        limits.COMPILED.resize(cfg.cache.max_compiled_limits)
         self.redis = create_client(cfg.redis)
         self.store = RedisTokenStore(self.redis, cfg.redis.key_prefix)
         self.pubsub_redis = create_pubsub_client(cfg.redis)

@@ -72,7 +72,7 @@ async def measure(redis_url: str, prefix: str, hashes: list[str], max_entries: i
         "limits_python_heap_bytes": heap(snap1, snap2) / per,
         "limits_rss_bytes": (rss2 - rss1) / per,
         "note": "entry: the cache's record of a token (Token, LRU slot, key); limits: its "
-                "compiled restriction lines (lru_cache of 16384 line sets in "
+                "compiled restriction lines (LRU of cache.max_compiled_limits line sets in "
                 "authz.domain.limits; RE2 programs are C++ memory, seen only in RSS)",
     }
 

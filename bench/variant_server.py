@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 from typing import Any
 
@@ -23,6 +24,7 @@ from google.rpc import code_pb2, status_pb2
 from redis.asyncio.connection import Connection
 
 from authz.config import load_config
+from authz.envoyauth.request import to_http_request
 from authz.server import AuthorizationServicer, Server
 
 _ALLOW = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
@@ -54,10 +56,29 @@ async def _null_check(self: Any, request: Any, context: Any) -> Any:
     return _ALLOW
 
 
-async def _main(no_audit: bool, hiredis_pack: bool, null_check: bool) -> None:
+async def _translate_only(self: Any, request: Any, context: Any) -> Any:
+    to_http_request(request, context.invocation_metadata())
+    return _ALLOW
+
+
+async def _decide_only(self: Any, request: Any, context: Any) -> Any:
+    await self.service.check(to_http_request(request, context.invocation_metadata()))
+    return _ALLOW
+
+
+async def _main(no_audit: bool, hiredis_pack: bool, null_check: bool, partial: str,
+                gc_mode: str) -> None:
     if null_check:
         AuthorizationServicer.Check = _null_check  # type: ignore[method-assign]
+    if partial:
+        AuthorizationServicer.Check = {  # type: ignore[method-assign]
+            "translate": _translate_only, "decide": _decide_only}[partial]
     server = Server(load_config())
+    if gc_mode == "off":
+        gc.disable()
+    elif gc_mode == "freeze":
+        gc.collect()
+        gc.freeze()
     if no_audit:
         server.service.audit = NullAudit()
     if hiredis_pack:
@@ -76,5 +97,10 @@ if __name__ == "__main__":
     p.add_argument("--no-audit", action="store_true")
     p.add_argument("--hiredis-pack", action="store_true")
     p.add_argument("--null-check", action="store_true")
+    p.add_argument("--partial", choices=["translate", "decide"], default="",
+                   help="Check runs only the translation, or translation + decision + audit, "
+                        "and answers a constant")
+    p.add_argument("--gc", choices=["on", "off", "freeze"], default="on",
+                   help="garbage collector: as usual, disabled, or startup objects frozen")
     a = p.parse_args()
-    asyncio.run(_main(a.no_audit, a.hiredis_pack, a.null_check))
+    asyncio.run(_main(a.no_audit, a.hiredis_pack, a.null_check, a.partial, a.gc))

@@ -9,9 +9,9 @@ line that RE2 cannot run is refused when the token is created or edited, never a
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -186,11 +186,58 @@ def validate(lines: Sequence[str]) -> tuple[str, ...]:
 _NEVER = re2.compile(r"[^\s\S]", options=_RE2_OPTIONS)
 
 
-@lru_cache(maxsize=16384)
+DEFAULT_COMPILED_LIMITS = 16_384
+
+
+class _CompiledLimits:
+    """LRU of compiled line sets by content, sized by ``cache.max_compiled_limits``.
+
+    Compiled RE2 programs cost several KB per line (far more than the cached token record),
+    so their number is bounded on its own; an evicted set is recompiled on next use.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_COMPILED_LIMITS) -> None:
+        self.capacity = capacity
+        self._sets: OrderedDict[tuple[str, ...], tuple[Limit, ...]] = OrderedDict()
+        self.compiled = 0
+        """Line sets compiled so far (misses)."""
+
+    def __len__(self) -> int:
+        return len(self._sets)
+
+    def resize(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self._trim()
+
+    def get(self, lines: tuple[str, ...]) -> tuple[Limit, ...]:
+        got = self._sets.get(lines)
+        if got is not None:
+            self._sets.move_to_end(lines)
+            return got
+        got = self._sets[lines] = _compile_set(lines)
+        self.compiled += 1
+        self._trim()
+        return got
+
+    def _trim(self) -> None:
+        while len(self._sets) > self.capacity:
+            self._sets.popitem(last=False)
+
+
+COMPILED = _CompiledLimits()
+
+
 def compile_limits(lines: tuple[str, ...]) -> tuple[Limit, ...]:
-    """Compiled lines, cached by content. Lines were validated when stored; one that no longer
-    parses (a corrupt record) becomes a line that matches nothing, so it can only narrow
-    access — dropping it could leave a token with no lines, i.e. unrestricted."""
+    """Compiled lines, cached by content (``COMPILED``)."""
+    return COMPILED.get(lines)
+
+
+def _compile_set(lines: tuple[str, ...]) -> tuple[Limit, ...]:
+    """Lines were validated when stored; one that no longer parses (a corrupt record) becomes
+    a line that matches nothing, so it can only narrow access — dropping it could leave a
+    token with no lines, i.e. unrestricted."""
     out: list[Limit] = []
     for line in lines:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +80,15 @@ def patch(
     *,
     listener_port: int,
     admin_port: int,
-    clusters: Mapping[str, tuple[str, int]],
+    clusters: Mapping[str, tuple[str, int | Sequence[int]]],
     listener_host: str = "127.0.0.1",
     listener_name: str | None = None,
 ) -> dict[str, Any]:
     """A copy of ``config`` with local addresses; everything else untouched.
 
-    ``clusters`` maps cluster name -> (host, port); each named cluster gets exactly that one
-    endpoint (STATIC when the host is an IP literal). Unknown names raise KeyError.
+    ``clusters`` maps cluster name -> (host, port or ports); each named cluster gets exactly
+    those endpoints, one per port (``--workers``), STATIC when the host is an IP literal.
+    Unknown names raise KeyError.
     """
     cfg: dict[str, Any] = copy.deepcopy(dict(config))
     cfg.setdefault("admin", {})["address"] = _socket_address("127.0.0.1", admin_port)
@@ -104,10 +105,12 @@ def patch(
         if name not in by_name:
             raise KeyError(f"cluster {name!r} not in config (has {sorted(by_name)})")
         cluster = by_name[name]
+        ports = [port] if isinstance(port, int) else list(port)
         cluster["load_assignment"] = {
             "cluster_name": name,
             "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}
+                {"lb_endpoints": [{"endpoint": {"address": _socket_address(host, p)}}
+                                  for p in ports]}
             ],
         }
         if _is_ip(host):
@@ -138,7 +141,7 @@ def local_config(
     *,
     listener_port: int,
     admin_port: int,
-    clusters: Mapping[str, tuple[str, int]],
+    clusters: Mapping[str, tuple[str, int | Sequence[int]]],
     name: str | os.PathLike[str] = SIDECAR,
     path: str | os.PathLike[str] | None = None,
     directory: str | os.PathLike[str] | None = None,

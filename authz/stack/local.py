@@ -33,6 +33,7 @@ from authz.stack.processes import (
     find_envoy,
     find_redis_server,
     free_port,
+    free_port_run,
     grpc_health_probe,
     http_ok_probe,
     redis_ping_probe,
@@ -64,6 +65,7 @@ class LocalStack:
         workdir: str | os.PathLike[str] | None = None,
         inherit_config_env: bool = True,
         start_timeout: float = DEFAULT_START_TIMEOUT,
+        workers: int = 1,
     ) -> None:
         self._own_redis = redis_url is None
         self._own_workdir = workdir is None
@@ -79,9 +81,14 @@ class LocalStack:
 
         self.redis_port = free_port() if self._own_redis else 0
         self.redis_url = redis_url or f"redis://{HOST}:{self.redis_port}/0"
-        self.check_port = free_port()
-        self.admin_port = free_port()
-        self.metrics_port = free_port()
+        if workers < 1:
+            raise StackError("workers must be >= 1")
+        self.workers = workers
+        self.check_port = free_port_run(workers)
+        """Worker 0's check port; worker i listens on check_port + i (``--workers``)."""
+        taken = set(self.check_ports)
+        self.admin_port = free_port_run(1, avoid=taken)
+        self.metrics_port = free_port_run(1, avoid=taken | {self.admin_port})
         self.stub_port = free_port()
         self.envoy_port = envoy_port or free_port()
         self.envoy_admin_port = free_port()
@@ -115,6 +122,11 @@ class LocalStack:
     @property
     def check_addr(self) -> str:
         return f"{HOST}:{self.check_port}"
+
+    @property
+    def check_ports(self) -> list[int]:
+        """Every worker's check port: each one an endpoint of Envoy's jira_authz cluster."""
+        return [self.check_port + i for i in range(self.workers)]
 
     @property
     def admin_addr(self) -> str:
@@ -255,22 +267,26 @@ class LocalStack:
         ``require_serving=False`` accepts NOT_SERVING (e.g. restarted while Redis is down).
         """
         self._write_authz_config()
-        ensure_port_free(HOST, self.check_port, "authz check port")
+        for port in self.check_ports:
+            ensure_port_free(HOST, port, "authz check port")
         argv = [sys.executable, "-m", "authz", "serve", "--config", str(self.authz_config_path)]
+        if self.workers > 1:
+            argv += ["--workers", str(self.workers)]
         self._authz = Child("authz", argv, self.authz_log, env=self._authz_env())
         self._authz.start()
-        wait_until(
-            "authz check port",
-            tcp_probe(HOST, self.check_port),
-            child=self._authz,
-            timeout=self.start_timeout,
-        )
-        wait_until(
-            "authz gRPC health",
-            grpc_health_probe(self.check_addr, require_serving=require_serving),
-            child=self._authz,
-            timeout=self.start_timeout,
-        )
+        for port in self.check_ports:
+            wait_until(
+                f"authz check port {port}",
+                tcp_probe(HOST, port),
+                child=self._authz,
+                timeout=self.start_timeout,
+            )
+            wait_until(
+                f"authz gRPC health on {port}",
+                grpc_health_probe(f"{HOST}:{port}", require_serving=require_serving),
+                child=self._authz,
+                timeout=self.start_timeout,
+            )
 
     def stop_authz(self) -> None:
         if self._authz is not None:
@@ -296,7 +312,7 @@ class LocalStack:
             name=self._envoy_config_name,
             listener_port=self.envoy_port,
             admin_port=self.envoy_admin_port,
-            clusters={"jira": (HOST, self.stub_port), "jira_authz": (HOST, self.check_port)},
+            clusters={"jira": (HOST, self.stub_port), "jira_authz": (HOST, self.check_ports)},
             path=self.envoy_config_path,
         )
         argv = [
@@ -338,6 +354,11 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--config", help="extra jira-authz YAML config for the server")
     parser.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="server processes (jira-authz serve --workers N); Envoy gets one endpoint per "
+             "worker port and balances Checks over them (default 1)",
+    )
+    parser.add_argument(
         "--workdir",
         default=".local-stack",
         help="logs, generated configs and the local Redis data (default .local-stack)",
@@ -370,6 +391,7 @@ def run_up(args: argparse.Namespace) -> int:
                 envoy_port=args.port,
                 authz_config=args.config,
                 workdir=args.workdir,
+                workers=args.workers,
             )
             stack.start()
             _print_info(stack)

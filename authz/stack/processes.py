@@ -39,6 +39,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_run(count: int, host: str = "127.0.0.1", avoid: set[int] | None = None) -> int:
+    """The first of ``count`` consecutive ports that were all free a moment ago (for
+    ``--workers``, whose worker i listens on the first port + i)."""
+    for _ in range(200):
+        first = free_port(host)
+        ports = set(range(first, first + count))
+        if first + count - 1 > 65535 or (avoid and ports & avoid):
+            continue
+        if all(_bindable(host, p) for p in ports):
+            return first
+    raise OSError(f"no run of {count} free consecutive ports on {host}")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def ensure_port_free(host: str, port: int, what: str) -> None:
     """Fail early if something listens on ``port``.
 

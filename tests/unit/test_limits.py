@@ -626,3 +626,25 @@ def test_match_never_raises(method: str, query: str, body: bytes | None, trunc: 
                 query=query, body=body, body_truncated=trunc)
     assert isinstance(got, Match)
     assert got.allowed == bool(got.line)
+
+
+def test_compiled_limits_are_an_lru_of_configurable_size() -> None:
+    from authz.domain.limits import _CompiledLimits
+
+    cache = _CompiledLimits(capacity=2)
+    a, b, c = (".*/a.*",), (".*/b.*",), (".*/c.*",)
+    first = cache.get(a)
+    assert cache.get(a) is first and cache.compiled == 1
+    cache.get(b)
+    cache.get(a)  # a is now the most recent
+    cache.get(c)  # evicts b
+    assert len(cache) == 2 and cache.compiled == 3
+    assert cache.get(a) is first
+    cache.get(b)
+    assert cache.compiled == 4  # b was recompiled
+    cache.resize(1)
+    assert len(cache) == 1
+    with pytest.raises(ValueError):
+        cache.resize(0)
+    assert match(cache.get(c), method="GET", url="https://j/c/1", query="", body=None,
+                 body_truncated=False).allowed

@@ -1,0 +1,69 @@
+"""`--workers 2` behind the shipped sidecar Envoy config (issue 5): both processes decide,
+Envoy balances per Check over the worker ports, and each worker sees revocations."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import _dump_logs_on_failure, basic, create_token, make_stack, revoke_token, send
+
+from authz.stack.local import LocalStack
+from authz.stack.processes import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def workers_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
+    s = make_stack(tmp_path_factory.mktemp("workers"), workers=2)
+    failed = request.session.testsfailed
+    with s:
+        yield s
+        _dump_logs_on_failure(request, s, failed)
+
+
+def _checks_per_worker(stack: LocalStack) -> dict[str, float]:
+    url = f"http://{stack.metrics_addr}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:  # 127.0.0.1 only
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for m in re.finditer(
+        r'^jira_authz_check_duration_seconds_count\{[^}]*worker="(\d+)"[^}]*\} (\S+)$',
+        text, re.M,
+    ):
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
+def test_envoy_gets_one_endpoint_per_worker_port(workers_stack: LocalStack) -> None:
+    text = Path(workers_stack.envoy_config_path).read_text()
+    ports = [int(p) for p in re.findall(r"port_value: (\d+)", text)]
+    assert set(workers_stack.check_ports) <= set(ports)
+    assert workers_stack.check_ports == [workers_stack.check_port, workers_stack.check_port + 1]
+
+
+def test_checks_spread_over_both_workers_and_both_decide(workers_stack: LocalStack) -> None:
+    tok = create_token(workers_stack, "--label", "spread", "--user", "alice")
+    auth = [("Authorization", basic("alice", tok["secret"]))]
+    before = _checks_per_worker(workers_stack)
+    statuses = [send(workers_stack, f"/rest/api/2/issue/W-{i}", auth).status for i in range(60)]
+    assert statuses == [200] * 60
+    after = _checks_per_worker(workers_stack)
+    delta = {w: after.get(w, 0) - before.get(w, 0) for w in ("0", "1")}
+    assert sum(delta.values()) >= 60
+    # Round robin per Check (per Envoy worker thread): far from the 0/100 of SO_REUSEPORT.
+    assert min(delta.values()) >= 0.3 * sum(delta.values()), delta
+
+    revoke_token(workers_stack, tok["id"])
+
+    def all_denied() -> bool:
+        return all(send(workers_stack, f"/rest/api/2/issue/W-{i}", auth).status == 401
+                   for i in range(8))
+
+    wait_until("revocation seen by both workers", all_denied, timeout=5)
