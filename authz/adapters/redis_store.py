@@ -312,6 +312,9 @@ return 1
 """
 
 _LIST_BATCH = 500
+_USE_BATCH = 32
+"""Use counters per pipeline: packing hundreds of script calls at once (once a second, one
+per token used) would hold the event loop for milliseconds, in front of waiting Checks."""
 
 
 class RedisTokenStore:
@@ -460,10 +463,10 @@ class RedisTokenStore:
                     for tid, n, at in items
                 ))
             return
-        for start in range(0, len(items), _LIST_BATCH):
+        for start in range(0, len(items), _USE_BATCH):
             with redis_errors(self.set_key):
                 async with self.client.pipeline(transaction=False) as pipe:
-                    for tid, n, at in items[start : start + _LIST_BATCH]:
+                    for tid, n, at in items[start : start + _USE_BATCH]:
                         _check_id(tid)
                         await self._record_use(
                             keys=[self.token_key(tid)],
