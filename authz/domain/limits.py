@@ -186,6 +186,41 @@ def validate(lines: Sequence[str]) -> tuple[str, ...]:
 _NEVER = re2.compile(r"[^\s\S]", options=_RE2_OPTIONS)
 
 
+def _direct_fullmatch() -> Any:
+    """``regex, utf8_bytes -> bool`` straight on RE2's matcher, or None if unavailable.
+
+    google-re2's ``fullmatch`` wraps every call in a Python generator that re-encodes the text
+    and builds a match object with offset maps: most of a limit line's cost. This asks RE2 the
+    same question (whole text, anchored both ends) and reads only the overall span. It relies
+    on the wrapper's private ``_regexp``/``_Anchor``, so it proves itself on a probe first and
+    is not used if anything differs (the public API is the fallback, same answers).
+    """
+    try:
+        anchor, null = re2._Anchor.ANCHOR_BOTH, (-1, -1)
+
+        def full(regex: Any, text: bytes) -> bool:
+            return bool(regex._regexp.Match(anchor, text, 0, len(text))[0] != null)
+
+        probe = re2.compile(r"[a-zé]+/\d", options=_RE2_OPTIONS)
+        checks = {"ab/1": True, "é/2": True, "ab/1x": False, "1ab/1": False, "": False}
+        ok = all(full(probe, t.encode()) is want and (probe.fullmatch(t) is not None) is want
+                 for t, want in checks.items())
+    except Exception:  # any difference in the private API: use the public one
+        ok = False
+    return full if ok else None
+
+
+_FULL = _direct_fullmatch()
+
+
+def _url_matcher(url: str) -> Any:
+    """``regex -> bool`` for this URL, encoding it once for every line of the token."""
+    if _FULL is not None:
+        encoded, full = url.encode("utf-8", "surrogatepass"), _FULL
+        return lambda regex: full(regex, encoded)
+    return lambda regex: regex.fullmatch(url) is not None
+
+
 DEFAULT_COMPILED_LIMITS = 16_384
 
 
@@ -341,8 +376,9 @@ def match(
     parsed_body: Any = _NO_BODY
     body_parsed = False
     closest: tuple[int, str] = (0, "no limit line matches")
+    url_matches = _url_matcher(url)
     for lim in limits:
-        url_ok = lim.url.fullmatch(url) is not None
+        url_ok = url_matches(lim.url)
         if lim.methods is not None and method not in lim.methods:
             if url_ok:
                 closest = max(closest, (2, f"method {method} is not allowed by {lim.line!r}"))

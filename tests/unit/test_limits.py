@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+import re2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -648,3 +649,19 @@ def test_compiled_limits_are_an_lru_of_configurable_size() -> None:
         cache.resize(0)
     assert match(cache.get(c), method="GET", url="https://j/c/1", query="", body=None,
                  body_truncated=False).allowed
+
+
+_URL_CHARS = st.sampled_from(list("abcXYZ019-_./:?%~é€😀 "))
+
+
+@given(pattern=st.sampled_from([
+    r".*/rest/api/2/issue/.*", r"https?://[^/]+/rest/api/2/issue/SCRUM-[1-2]{1}/comment.*",
+    r".*é.*", r"[a-c]+", r".*/\d+", r"(?i).*/REST/.*", r".", r"", r".*😀",
+]), text=st.text(alphabet=_URL_CHARS, max_size=40))
+def test_direct_fullmatch_agrees_with_the_public_api(pattern: str, text: str) -> None:
+    """The fast path asks RE2 directly; it must answer exactly as ``fullmatch`` does."""
+    from authz.domain import limits as mod
+
+    assert mod._FULL is not None, "direct RE2 matching unavailable: the slow path is in use"
+    regex = re2.compile(pattern, options=mod._RE2_OPTIONS)
+    assert mod._url_matcher(text)(regex) is (regex.fullmatch(text) is not None)
