@@ -216,7 +216,7 @@ _FULL = _direct_fullmatch()
 def _url_matcher(url: str) -> Any:
     """``regex -> bool`` for this URL, encoding it once for every line of the token."""
     if _FULL is not None:
-        encoded, full = url.encode("utf-8", "surrogatepass"), _FULL
+        encoded, full = url.encode("utf-8"), _FULL  # strict, as the public API encodes
         return lambda regex: full(regex, encoded)
     return lambda regex: regex.fullmatch(url) is not None
 
