@@ -4,8 +4,12 @@
 * ``--null-check``: Check answers a constant OK at once (everything else still runs: cache
   listener, audit task, readiness loop, metrics), to separate the handler's cost from the
   process's;
+* ``--partial=translate|decide``: Check stops after translating the CheckRequest, or after
+  deciding and queueing the audit event, and answers a constant (``bench/breakdown.py``);
+* ``--gc=off|freeze``: the garbage collector disabled, or the start-up heap frozen;
 * ``--hiredis-pack``: Redis commands are packed by hiredis (C) instead of redis-py's asyncio
-  connection, which packs in Python: the proposed fix for the audit writer's CPU cost.
+  connection, which packs in Python (first round's proposal; superseded for the audit writer
+  by one argument per event).
 
 Everything else is the real server (``authz.server.Server``). Benchmark use only.
 """
