@@ -6,15 +6,12 @@ Redis, so the tests cover the same path an administrator uses.
 
 from __future__ import annotations
 
-import base64
-import http.client
 import json
 import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,12 @@ import pytest
 from authz.config import ENV_PREFIX
 from authz.stack.local import LocalStack
 from authz.stack.processes import StackError, find_envoy, find_redis_server, tail
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import envoy_http
+from envoy_http import Reply, basic
+
+__all__ = ["Reply", "basic"]
 
 
 def _require_binaries() -> None:
@@ -110,26 +113,6 @@ def revoke_token(stack: LocalStack, token_id: str) -> None:
 # --- HTTP -------------------------------------------------------------------------------------
 
 
-def basic(login: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{login}:{secret}".encode()).decode()
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    echo: dict[str, Any] | None = field(default=None)
-
-    @property
-    def from_jira(self) -> bool:
-        """True when the stub Jira answered (the request got through Envoy)."""
-        return self.echo is not None
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
 def send(
     stack: LocalStack,
     path: str,
@@ -138,22 +121,8 @@ def send(
     method: str = "GET",
     body: bytes | None = None,
 ) -> Reply:
-    """One request through Envoy with the path and headers sent exactly as given."""
-    conn = http.client.HTTPConnection("127.0.0.1", stack.envoy_port, timeout=10)
-    try:
-        conn.putrequest(method, path, skip_host=False, skip_accept_encoding=True)
-        for name, value in headers:
-            conn.putheader(name, value)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        resp = conn.getresponse()
-        data = resp.read()
-        hdrs = {k.lower(): v for k, v in resp.getheaders()}
-    finally:
-        conn.close()
-    echo = json.loads(data) if hdrs.get("x-stub-jira") == "1" else None
-    return Reply(resp.status, hdrs, data, echo)
+    """One request through the stack's Envoy with the path and headers sent exactly as given."""
+    return envoy_http.send(stack.envoy_port, path, headers, method=method, body=body)
 
 
 class Api:

@@ -16,7 +16,7 @@ import json
 import os
 import queue
 import re
-import socket
+import sys
 import threading
 import time
 import uuid
@@ -38,7 +38,10 @@ from authz.domain.model import Token
 from authz.stack.local import LocalStack
 from authz.stack.processes import StackError, find_envoy, find_redis_server
 
-HOST = "127.0.0.1"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from envoy_http import HOST, Reply, basic, read_reply, send, send_raw
+
+__all__ = ["HOST", "Reply", "basic", "send", "send_raw"]
 FULL = os.environ.get("JIRA_AUTHZ_HARDENING_FULL", "") not in ("", "0", "false", "no")
 """Long versions: more examples, more fuzz runs, longer load and fault runs."""
 
@@ -211,57 +214,6 @@ class TokenOps:
 # --- HTTP through Envoy -----------------------------------------------------------------------
 
 
-def basic(login: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{login}:{secret}".encode()).decode()
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    echo: dict[str, Any] | None = None
-
-    @property
-    def from_jira(self) -> bool:
-        return self.echo is not None
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def _read_reply(resp: http.client.HTTPResponse) -> Reply:
-    data = resp.read()
-    hdrs = {k.lower(): v for k, v in resp.getheaders()}
-    echo = json.loads(data) if hdrs.get("x-stub-jira") == "1" else None
-    return Reply(resp.status, hdrs, data, echo)
-
-
-def send(port: int, path: str, headers: Sequence[tuple[str, str | bytes]] = (), *,
-         method: str = "GET", body: bytes | None = None, timeout: float = 10) -> Reply:
-    """One request on a new connection, path and headers sent exactly as given."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        conn.putrequest(method, path, skip_host=False, skip_accept_encoding=True)
-        for name, value in headers:
-            conn.putheader(name, value)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        return _read_reply(conn.getresponse())
-    finally:
-        conn.close()
-
-
-def send_raw(port: int, request: bytes, *, timeout: float = 10) -> Reply:
-    """Bytes on the wire as given (request lines http.client would refuse to write)."""
-    with socket.create_connection((HOST, port), timeout=timeout) as s:
-        s.sendall(request)
-        resp = http.client.HTTPResponse(s)
-        resp.begin()
-        return _read_reply(resp)
-
-
 # --- traffic at a steady rate -----------------------------------------------------------------
 
 
@@ -400,7 +352,7 @@ class Traffic:
                     for k, v in headers:
                         conn.putheader(k, v)
                     conn.endheaders()
-                    r = _read_reply(conn.getresponse())
+                    r = read_reply(conn.getresponse())
                     job.status, job.from_jira = r.status, r.from_jira
                     if r.echo is not None:
                         job.identity = r.echo["headers"].get("contextuser")
