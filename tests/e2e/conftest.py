@@ -65,6 +65,18 @@ def stack(
         _dump_logs_on_failure(request, s, failed)
 
 
+@pytest.fixture(scope="module")
+def workers_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
+    """A stack whose server runs ``--workers 2`` (Envoy: one endpoint per worker port)."""
+    s = make_stack(tmp_path_factory.mktemp("workers-stack"), workers=2)
+    failed = request.session.testsfailed
+    with s:
+        yield s
+        _dump_logs_on_failure(request, s, failed)
+
+
 @pytest.fixture
 def fault_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import re
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import _dump_logs_on_failure, basic, create_token, make_stack, revoke_token, send
 
 from authz.stack.local import LocalStack
 from authz.stack.processes import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def workers_stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalStack]:
-    s = make_stack(tmp_path_factory.mktemp("workers"), workers=2)
-    failed = request.session.testsfailed
-    with s:
-        yield s
-        _dump_logs_on_failure(request, s, failed)
 
 
 def _checks_per_worker(stack: LocalStack) -> dict[str, float]:
@@ -48,11 +36,14 @@ def test_envoy_gets_one_endpoint_per_worker_port(workers_stack: LocalStack) -> N
     assert workers_stack.check_ports == [workers_stack.check_port, workers_stack.check_port + 1]
 
 
-def test_checks_spread_over_both_workers_and_both_decide(workers_stack: LocalStack) -> None:
-    tok = create_token(workers_stack, "--label", "spread", "--user", "alice")
-    auth = [("Authorization", basic("alice", tok["secret"]))]
+def test_checks_spread_over_both_workers_and_both_decide(
+    workers_stack: LocalStack, api: Any
+) -> None:
+    tok = api.create_token(workers_stack, "--label", "spread", "--user", "alice")
+    auth = [("Authorization", api.basic("alice", tok["secret"]))]
     before = _checks_per_worker(workers_stack)
-    statuses = [send(workers_stack, f"/rest/api/2/issue/W-{i}", auth).status for i in range(60)]
+    statuses = [api.send(workers_stack, f"/rest/api/2/issue/W-{i}", auth).status
+                for i in range(60)]
     assert statuses == [200] * 60
     after = _checks_per_worker(workers_stack)
     delta = {w: after.get(w, 0) - before.get(w, 0) for w in ("0", "1")}
@@ -60,10 +51,10 @@ def test_checks_spread_over_both_workers_and_both_decide(workers_stack: LocalSta
     # Round robin per Check (per Envoy worker thread): far from the 0/100 of SO_REUSEPORT.
     assert min(delta.values()) >= 0.3 * sum(delta.values()), delta
 
-    revoke_token(workers_stack, tok["id"])
+    api.revoke_token(workers_stack, tok["id"])
 
     def all_denied() -> bool:
-        return all(send(workers_stack, f"/rest/api/2/issue/W-{i}", auth).status == 401
+        return all(api.send(workers_stack, f"/rest/api/2/issue/W-{i}", auth).status == 401
                    for i in range(8))
 
     wait_until("revocation seen by both workers", all_denied, timeout=5)
