@@ -42,10 +42,10 @@ from typing import Any
 import yaml
 
 from authz.stack.processes import (
-    ensure_port_free,
     find_envoy,
     find_redis_server,
     free_port,
+    free_port_run,
     grpc_health_probe,
     http_ok_probe,
     redis_ping_probe,
@@ -116,25 +116,6 @@ class Proc:
             p.wait(timeout=5)
         self.popen = None
         self._logf.close()
-
-
-def _port_free(port: int) -> bool:
-    try:
-        ensure_port_free(HOST, port, "bench")
-    except Exception:
-        return False
-    return True
-
-
-def _consecutive_ports(n: int) -> int:
-    """A port p with p .. p+n-1 free (workers listen on consecutive ports)."""
-    for _ in range(50):
-        p = free_port()
-        if p + n - 1 > 65535:
-            continue
-        if all(_port_free(p + i) for i in range(n)):
-            return p
-    raise RuntimeError("no run of free consecutive ports")
 
 
 @dataclass
@@ -221,7 +202,7 @@ class Bench:
         return env
 
     def add_allow_all(self, name: str, label: str, procs: int, mode: str = "aio") -> Target:
-        base = _consecutive_ports(procs)
+        base = free_port_run(procs)
         ports = [base + i for i in range(procs)]
         servers = [self.spawn(f"{name}-{i}", [PY, "-m", "bench.allow_all", "--listen",
                                               f"{HOST}:{p}", "--mode", mode])
@@ -236,7 +217,7 @@ class Bench:
 
     def add_authz(self, name: str, label: str, workers: int, *, variant: str = "",
                   threaded: bool = False) -> Target:
-        base = _consecutive_ports(workers)
+        base = free_port_run(workers)
         metrics = free_port()
         env = self.authz_env(base, metrics)
         if threaded:

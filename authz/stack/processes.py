@@ -47,18 +47,20 @@ def free_port_run(count: int, host: str = "127.0.0.1", avoid: set[int] | None = 
         ports = set(range(first, first + count))
         if first + count - 1 > 65535 or (avoid and ports & avoid):
             continue
-        if all(_bindable(host, p) for p in ports):
+        if all(_bind_error(host, p) is None for p in ports):
             return first
     raise OSError(f"no run of {count} free consecutive ports on {host}")
 
 
-def _bindable(host: str, port: int) -> bool:
+def _bind_error(host: str, port: int) -> OSError | None:
+    """Why a plain bind() to the port fails now; None when it would succeed."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are fine
         try:
             s.bind((host, port))
-        except OSError:
-            return False
-        return True
+        except OSError as e:
+            return e
+    return None
 
 
 def ensure_port_free(host: str, port: int, what: str) -> None:
@@ -67,12 +69,9 @@ def ensure_port_free(host: str, port: int, what: str) -> None:
     Envoy and gRPC servers bind with SO_REUSEPORT, so a second instance on a busy port does not
     fail: it silently shares the port with the first. A plain bind() tells.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are fine
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            raise StackError(f"{what}: {host}:{port} is in use ({e.strerror})") from None
+    err = _bind_error(host, port)
+    if err is not None:
+        raise StackError(f"{what}: {host}:{port} is in use ({err.strerror})")
 
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
