@@ -149,12 +149,12 @@ class TokenCache:
 
     async def lookup(self, secret_hash: str) -> Token | None:
         """The token for this hash, None if unknown; ``StoreUnavailable`` if no safe answer."""
-        check_secret_hash(secret_hash)
         entry = self._entries.get(secret_hash)
         if entry is not None and self._is_fresh(entry, self._clock()):
             self._entries.move_to_end(secret_hash)
             self.stats.hits += 1
             return entry.token
+        check_secret_hash(secret_hash)  # entries hold only valid hashes: a hit needs no check
         self.stats.misses += 1
         try:
             if entry is not None and self._stale_usable(entry):

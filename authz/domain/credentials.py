@@ -10,30 +10,36 @@ from __future__ import annotations
 import binascii
 import re
 from base64 import b64decode
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from authz.domain.secrets import has_prefix
 
 Scheme = Literal["basic", "bearer"]
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
+class Credentials(NamedTuple):
+    """Parsed credentials. A NamedTuple (immutable, cheap to build: one per Check)."""
+
     scheme: Scheme
     login: str
     """Basic login; '' for Bearer."""
-    secret: str = field(repr=False)
+    secret: str
     """Never logged: ``repr`` leaves it out."""
 
+    def __repr__(self) -> str:
+        return f"Credentials(scheme={self.scheme!r}, login={self.login!r})"
 
-@dataclass(frozen=True, slots=True)
-class CredentialError:
+
+class CredentialError(NamedTuple):
     reason: str
     scheme: str = ""
-    secret: str = field(default="", repr=False)
+    secret: str = ""
     """The secret when the header could be split that far (to tell a token from a password):
-    a malformed header that still carries one of our tokens is a token call, and audited."""
+    a malformed header that still carries one of our tokens is a token call, and audited.
+    Never logged: ``repr`` leaves it out."""
+
+    def __repr__(self) -> str:
+        return f"CredentialError(reason={self.reason!r}, scheme={self.scheme!r})"
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

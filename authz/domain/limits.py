@@ -12,7 +12,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 import re2
@@ -285,8 +285,9 @@ def _compile_set(lines: tuple[str, ...]) -> tuple[Limit, ...]:
 # --- matching ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(NamedTuple):
+    """Outcome of matching a request against a token's lines (a NamedTuple: one per Check)."""
+
     allowed: bool
     line: str = ""
     """The first matching line (allowed), or ''."""

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import NamedTuple
+
+NO_CONTEXT: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class HttpRequest:
-    """What the decision needs to know about one HTTP request, as Envoy saw it."""
+class HttpRequest(NamedTuple):
+    """What the decision needs to know about one HTTP request, as Envoy saw it.
+
+    A NamedTuple (immutable like a frozen dataclass, built ~6x faster): one is made per Check.
+    """
 
     method: str
     scheme: str
@@ -30,7 +36,7 @@ class HttpRequest:
     body_truncated: bool = False
     request_id: str = ""
     trace_id: str = ""
-    context: Mapping[str, str] = field(default_factory=dict)
+    context: Mapping[str, str] = NO_CONTEXT
     """Envoy per-route ``context_extensions``."""
 
     @property
@@ -111,9 +117,11 @@ class Reason(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The verdict plus everything the response builder and the audit event need."""
+class Decision(NamedTuple):
+    """The verdict plus everything the response builder and the audit event need.
+
+    A NamedTuple for the same reason as ``HttpRequest``: one or two are made per Check.
+    """
 
     outcome: Outcome
     reason: Reason

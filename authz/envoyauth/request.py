@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from envoy.service.auth.v3 import external_auth_pb2
 
-from authz.domain.model import HttpRequest
+from authz.domain.model import NO_CONTEXT, HttpRequest
 from authz.domain.paths import split_path
 
 
@@ -26,9 +26,15 @@ def trace_id_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -
     return ""
 
 
-def _headers(http: external_auth_pb2.AttributeContext.HttpRequest) -> dict[str, str]:
-    if http.headers:
-        return {k.lower(): v for k, v in http.headers.items()}
+def _headers(http: external_auth_pb2.AttributeContext.HttpRequest) -> Mapping[str, str]:
+    headers = http.headers
+    if headers:
+        # Envoy sends lower-cased names: the request's own map is then used as it is (a copy
+        # costs more than the rest of the translation); anything else is lower-cased here.
+        names = "".join(headers)
+        if names == names.lower():
+            return headers
+        return {k.lower(): v for k, v in headers.items()}
     # encode_raw_headers: one entry per occurrence, bytes; join repeats like Envoy does.
     out: dict[str, str] = {}
     for h in http.header_map.headers:
@@ -62,9 +68,8 @@ def to_http_request(
         headers=headers,
         source_ip=attrs.source.address.socket_address.address,
         body=body,
-        body_truncated="x-envoy-auth-partial-body" in headers
-        and headers["x-envoy-auth-partial-body"] == "true",
+        body_truncated=headers.get("x-envoy-auth-partial-body") == "true",
         request_id=headers.get("x-request-id", ""),
         trace_id=trace_id_from_metadata(metadata),
-        context=dict(attrs.context_extensions),
+        context=attrs.context_extensions or NO_CONTEXT,
     )

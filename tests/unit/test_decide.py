@@ -435,9 +435,9 @@ def test_json_limit_uses_body() -> None:
     ok = req(basic("alice", SECRET), method="POST", path="/rest/api/2/issue",
              body=b'{"fields": {"project": {"key": "SCRUM"}}}')
     assert decide(ok, t).allowed
-    bad = dataclasses.replace(ok, body=b'{"fields": {"project": {"key": "X"}}}')
+    bad = ok._replace(body=b'{"fields": {"project": {"key": "X"}}}')
     assert_deny(decide(bad, t), Reason.NO_LIMIT_MATCHED, 403)
-    trunc = dataclasses.replace(ok, body_truncated=True)
+    trunc = ok._replace(body_truncated=True)
     assert_deny(decide(trunc, t), Reason.NO_LIMIT_MATCHED, 403)
 
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from authz.domain import paths
 from authz.domain.paths import has_prefix, non_normal_reason, split_path
 
 
@@ -225,3 +226,18 @@ def test_split_path_is_lossless(raw: str) -> None:
     path, query = split_path(raw)
     assert "?" not in path
     assert path + ("?" + query if "?" in raw else "") == raw
+
+
+_PLAIN_PIECES = st.sampled_from(["/", "/", ".", "..", "...", "a", "Z", "9", "-", "_", "~", "!",
+                                 "$", "&", "'", "(", "*", "+", ",", "=", ":", "@", "%41", ";",
+                                 "\\", "\n", "ä", "#", " "])
+
+
+@given(st.one_of(_PATHS, st.lists(_PLAIN_PIECES, max_size=24).map("".join)))
+def test_quick_pattern_agrees_with_the_rules(path: str) -> None:
+    # The quick pattern only ever vouches for paths that every rule accepts.
+    if path and paths._PLAINLY_NORMAL.fullmatch(path) is not None:
+        assert paths._checked_reason(path) is None, path
+    assert non_normal_reason(path) == (
+        None if path and paths._PLAINLY_NORMAL.fullmatch(path) else paths._checked_reason(path)
+    )

@@ -64,6 +64,13 @@ def _body_with_check(body: str) -> str:
     return PREFIX + body + out
 
 
+@given(st.text(alphabet=ALPHABET, min_size=32, max_size=32))
+def test_checksum_matches_the_reference_base62_encoding(body: str) -> None:
+    # The unrolled encoding in secrets._checksum against the plain divmod loop above.
+    assert secrets._checksum(body) == _body_with_check(body)[len(PREFIX) + 32:]
+    assert is_well_formed(_body_with_check(body))
+
+
 def test_known_vector() -> None:
     s = _body_with_check("A" * 32)
     assert is_well_formed(s)
