@@ -56,9 +56,13 @@ class CheckService:
         self.clock = clock
 
     async def decide(self, req: HttpRequest) -> Decision:
+        return (await self._decide(req))[0]
+
+    async def _decide(self, req: HttpRequest) -> tuple[Decision, str | None]:
+        """The decision, and the secret of well-formed credentials (for the audit's masking)."""
         first = screen(req, self.policy)
         if isinstance(first, Decision):
-            return first
+            return first, None
         try:
             token = await self.tokens.lookup(hash_secret(first.secret))
         except self.unavailable:
@@ -66,24 +70,25 @@ class CheckService:
             return Decision(
                 Outcome.DENY, Reason.STORE_UNAVAILABLE, 503,
                 "token store unavailable; try again", login=first.login, token_like=True,
-            )
-        return judge(req, first, token, self.policy, self.clock())
+            ), first.secret
+        return judge(req, first, token, self.policy, self.clock()), first.secret
 
     async def check(self, req: HttpRequest) -> Decision:
         """Decide, enforce strict audit, record the event. Never raises."""
+        secret: str | None = None
         try:
-            decision = await self.decide(req)
+            decision, secret = await self._decide(req)
         except Exception:
             log.exception("check failed", extra={"request_id": req.request_id})
             # Audited as a token call: whether it was one is unknown, and it must not vanish.
             decision = Decision(Outcome.DENY, Reason.INTERNAL_ERROR, 503,
                                 "authorization failed; try again", token_like=True)
         if decision.token_like:
-            decision = self._audit(req, decision)
+            decision = self._audit(req, decision, secret)
         metrics.count_decision(decision.outcome, decision.reason)
         return decision
 
-    def _audit(self, req: HttpRequest, decision: Decision) -> Decision:
+    def _audit(self, req: HttpRequest, decision: Decision, secret: str | None) -> Decision:
         kept = False
         try:
             if self.strict_audit and decision.allowed and not self.audit.would_accept():
@@ -92,7 +97,7 @@ class CheckService:
                 req.source_ip, req.headers.get("x-forwarded-for"), self.policy.xff_trusted_hops
             )
             event = build_event(req, decision, now=self.clock(),
-                                include_query=self.include_query, client_ip=ip)
+                                include_query=self.include_query, client_ip=ip, secret=secret)
             token_id = decision.token.id if decision.token else None
             kept = self.audit.emit(event, token_id=token_id,
                                    used=decision.outcome is Outcome.ALLOW)

@@ -96,6 +96,20 @@ def _credential_fragments(authorization: str) -> list[str]:
     return sorted((f for f in found if len(f) >= _MIN_SECRET_LEN), key=len, reverse=True)
 
 
+def _disclosure_probes(authorization: str, secret: str | None) -> tuple[str, ...] | None:
+    """Strings that every credential fragment contains, or None to derive the fragments.
+
+    ``secret`` is the secret parsed from this same header when it parsed as credentials: the
+    raw value contains its payload, and the decoded ``login:secret`` contains the secret, so a
+    field that discloses any fragment contains one of these two — without decoding again.
+    """
+    if secret is None or len(secret) < _MIN_SECRET_LEN:
+        return None
+    raw = authorization.strip()
+    payload = raw.partition(" ")[2].strip()
+    return (payload if len(payload) >= _MIN_SECRET_LEN else raw), secret
+
+
 def _mask(value: str, fragments: list[str]) -> str:
     # Each replacement shortens the value (mask < fragment), so the loop terminates, and it
     # repeats until no fragment remains even where masking joined pieces into a new one.
@@ -116,11 +130,14 @@ def build_event(
     now: float,
     include_query: bool,
     client_ip: str | None = None,
+    secret: str | None = None,
 ) -> dict[str, str]:
     """The XADD field map for one decision; every value a string, '' when absent.
 
     ``client_ip`` is the address the decision used (X-Forwarded-For hops); Envoy's socket
-    address (``request.source_ip``) when not given.
+    address (``request.source_ip``) when not given. ``secret``: the secret the request's
+    ``Authorization`` header parsed to as well-formed credentials, if it did (a quicker check
+    for fragments to mask); the masking is the same either way.
     """
     token = decision.token
     if decision.outcome is Outcome.DENY:
@@ -151,12 +168,15 @@ def build_event(
     }
     if include_query:
         event["query"] = request.query
-    fragments = _credential_fragments(request.headers.get("authorization", ""))
-    if fragments:
+    authorization = request.headers.get("authorization", "")
+    if authorization:
         # A fragment inside any value is inside their join; the (usual) miss skips the loop.
         joined = "\x00".join(event.values())
-        if any(f in joined for f in fragments):
-            event = {k: _mask(v, fragments) for k, v in event.items()}
+        probes = _disclosure_probes(authorization, secret)
+        if probes is None or any(p in joined for p in probes):
+            fragments = _credential_fragments(authorization)
+            if any(f in joined for f in fragments):
+                event = {k: _mask(v, fragments) for k, v in event.items()}
     return event
 
 

@@ -48,7 +48,8 @@ _BEARER_BAD = re.compile(r"[\x00-\x20\x7f]")
 
 
 def _has_control(s: str) -> bool:
-    return _CONTROL.search(s) is not None
+    # Control characters are not printable: the (usual) printable text needs no regex.
+    return not s.isprintable() and _CONTROL.search(s) is not None
 
 
 def _parse_basic(param: str) -> Credentials | CredentialError:

@@ -51,9 +51,15 @@ def is_well_formed(secret: str) -> bool:
     return secrets.compare_digest(_checksum(body), check)
 
 
+_SHA256 = hashlib.sha256()
+"""Copied per hash: a fresh ``hashlib.sha256()`` looks the digest up in OpenSSL every time."""
+
+
 def hash_secret(secret: str) -> str:
     """SHA-256 hex of the UTF-8 secret: the only form in which a secret is ever stored."""
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+    h = _SHA256.copy()
+    h.update(secret.encode("utf-8"))
+    return h.hexdigest()
 
 
 def check_importable(secret: str) -> str | None:

@@ -18,6 +18,7 @@ from authz.domain.audit_event import (
     parse_event,
     parse_time,
 )
+from authz.domain.credentials import Credentials, parse_authorization
 from authz.domain.model import Decision, HttpRequest, Outcome, Reason, Token
 
 SECRET = "jat_0123456789abcdefghijABCDEFGHIJ0123456789"
@@ -219,3 +220,30 @@ def test_format_time_matches_datetime_to_the_millisecond(ts: float) -> None:
                 .replace("+00:00", "Z"))
     assert format_time(ts) == expected
     assert format_time(ts + 1) != expected
+
+
+_SECRET_CHARS = string.ascii_letters + string.digits + "-_.~+/=!@#$%^&*:"
+
+
+@given(secret=st.text(alphabet=_SECRET_CHARS, min_size=8, max_size=50),
+       login=st.text(alphabet=string.ascii_letters + "@.", min_size=1, max_size=12),
+       bearer=st.booleans(), data=st.data())
+def test_quick_probe_masks_exactly_as_deriving_every_fragment(
+    secret: str, login: str, bearer: bool, data: st.DataObject
+) -> None:
+    payload = secret if bearer else base64.b64encode(f"{login}:{secret}".encode()).decode()
+    value = f"{'Bearer' if bearer else 'Basic'} {payload}"
+    creds = parse_authorization(value)
+    assert isinstance(creds, Credentials)
+    pool = [value, payload, secret, login, f"{login}:{secret}", secret[:-1], payload[1:]]
+
+    def field() -> str:
+        parts = st.lists(st.one_of(st.sampled_from(pool), _text), max_size=3)
+        return "".join(data.draw(parts))
+
+    req = _request(headers={"authorization": value, "user-agent": field()}, path=field(),
+                   query=field(), request_id=field())
+    dec = Decision(outcome=Outcome.DENY, reason=Reason.WRONG_USER, status=401, login=field())
+    for include_query in (False, True):
+        quick = build_event(req, dec, now=1.0, include_query=include_query, secret=creds.secret)
+        assert quick == build_event(req, dec, now=1.0, include_query=include_query)

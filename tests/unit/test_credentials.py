@@ -8,6 +8,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from authz.domain import credentials
 from authz.domain.credentials import CredentialError, Credentials, parse_authorization
 
 SECRET = "jat_0123456789abcdefghijABCDEFGHIJ0123456789"
@@ -263,3 +264,8 @@ def test_repr_of_any_result_hides_secret(value: str) -> None:
     assume(secret not in repr(login) and secret not in repr(getattr(got, "reason", "")))
     assume(secret not in "Credentials(scheme='basic', login=)CredentialError(reason=, scheme=)")
     assert secret not in repr(got)
+
+
+@given(st.text(max_size=40))
+def test_control_check_fast_path_agrees_with_the_regex(text: str) -> None:
+    assert credentials._has_control(text) == (credentials._CONTROL.search(text) is not None)
