@@ -3,7 +3,8 @@
 ``--mode aio`` is exactly what jira-authz runs (grpc.aio, same server options) with a handler
 that does nothing; ``--mode threads`` is grpcio's synchronous server on a thread pool, the
 alternative serving model the benchmark compares against. The answer is a constant
-``CheckResponse`` (OK, no header changes), built once.
+``CheckResponse`` (OK, no header changes), built once. ``--work-us N`` (aio) spins N µs per
+Check first: the framework's cost as a function of handler time alone (``bench/breakdown.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import asyncio
 import signal
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -32,14 +34,29 @@ class AsyncAllow(external_auth_pb2_grpc.AuthorizationServicer):
         return ALLOW
 
 
+class AsyncBusyAllow(external_auth_pb2_grpc.AuthorizationServicer):
+    """Allows after spinning for a fixed time: what handler time alone does to the whole
+    process's cost per Check, with none of jira-authz's code, objects or I/O."""
+
+    def __init__(self, work_us: float) -> None:
+        self.work = work_us / 1e6
+
+    async def Check(self, request: object, context: object) -> external_auth_pb2.CheckResponse:
+        until = time.perf_counter() + self.work
+        while time.perf_counter() < until:
+            pass
+        return ALLOW
+
+
 class SyncAllow(external_auth_pb2_grpc.AuthorizationServicer):
     def Check(self, request: object, context: object) -> external_auth_pb2.CheckResponse:
         return ALLOW
 
 
-async def _serve_aio(addr: str) -> None:
+async def _serve_aio(addr: str, work_us: float = 0.0) -> None:
     server = grpc.aio.server(options=OPTIONS)
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AsyncAllow(), server)
+    servicer = AsyncBusyAllow(work_us) if work_us > 0 else AsyncAllow()
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server)
     server.add_insecure_port(addr)
     await server.start()
     stop = asyncio.Event()
@@ -67,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", required=True, help="host:port")
     p.add_argument("--mode", choices=["aio", "threads"], default="aio")
     p.add_argument("--threads", type=int, default=16)
+    p.add_argument("--work-us", type=float, default=0.0,
+                   help="aio: spin this many microseconds in every Check before allowing")
     args = p.parse_args(argv)
     if args.mode == "aio":
-        asyncio.run(_serve_aio(args.listen))
+        asyncio.run(_serve_aio(args.listen, args.work_us))
     else:
         _serve_threads(args.listen, args.threads)
     return 0

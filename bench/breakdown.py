@@ -1,11 +1,12 @@
 """Where a Check's CPU goes inside the real server process, phase by phase.
 
-``python -m bench.breakdown [--reps 3]`` starts Redis (2,000 tokens), the allow-all server and
-jira-authz variants that stop after a given phase (``bench/variant_server.py``), and drives
-each with the direct Check load of the main benchmark (h2load, four recorded CheckRequests,
-cache hits), interleaved per repetition. It prints Check/s and server CPU per Check for:
-allow-all (b); the jira-authz process answering a constant; + translating the CheckRequest;
-+ deciding and queueing the audit event; the full handler. In-process timings
+``python -m bench.breakdown [--reps 3]`` starts Redis (2,000 tokens), the allow-all server (also
+spinning 30 and 60 µs per Check: handler time without any of our code) and jira-authz
+variants that stop after a given phase (``bench/variant_server.py``), and drives each with the
+direct Check load of the main benchmark (h2load, four recorded CheckRequests, cache hits),
+interleaved per repetition. It prints Check/s and server CPU per Check for: allow-all (b);
+allow-all spinning; the jira-authz process answering a constant; + translating the
+CheckRequest; + deciding and queueing the audit event; the full handler. In-process timings
 (``bench.hotpath``) are several times smaller than these in-situ costs, which include the
 cache and allocator effects of running beside gRPC's own work on the same cores.
 """
@@ -18,6 +19,9 @@ import statistics
 import sys
 
 from bench.run import Bench, Settings
+
+BUSY_US = (30, 60)
+"""Handler time alone, no jira-authz code: what the framework's cost does with it."""
 
 VARIANTS = [
     ("null", "constant answer", "--null-check"),
@@ -37,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         b.start_redis()
         b.prepare_data()
         targets = [("b1", "(b) allow-all", b.add_allow_all("b1", "allow-all", 1))]
+        for us in BUSY_US:
+            targets.append((f"busy{us}", f"(b) allow-all spinning {us} µs per Check",
+                            b.add_allow_all(f"busy{us}", "allow-all", 1, work_us=us)))
         for name, label, flag in VARIANTS:
             targets.append((name, label, b.add_authz(name, label, 1, variant=flag)))
         targets.append(("full", "full handler (c)", b.add_authz("full", "jira-authz", 1)))

@@ -201,11 +201,13 @@ class Bench:
         })
         return env
 
-    def add_allow_all(self, name: str, label: str, procs: int, mode: str = "aio") -> Target:
+    def add_allow_all(self, name: str, label: str, procs: int, mode: str = "aio",
+                      work_us: float = 0.0) -> Target:
         base = free_port_run(procs)
         ports = [base + i for i in range(procs)]
+        extra = ["--work-us", f"{work_us:g}"] if work_us else []
         servers = [self.spawn(f"{name}-{i}", [PY, "-m", "bench.allow_all", "--listen",
-                                              f"{HOST}:{p}", "--mode", mode])
+                                              f"{HOST}:{p}", "--mode", mode, *extra])
                    for i, p in enumerate(ports)]
         for srv, p in zip(servers, ports, strict=True):
             wait_until(f"{name} :{p}", grpc_health_probe(f"{HOST}:{p}", require_serving=False),
