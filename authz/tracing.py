@@ -8,7 +8,7 @@ facts (never the Authorization header, never the query string).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import trace
@@ -22,6 +22,7 @@ from authz.config import ConfigError, TracingConfig
 from authz.domain.model import Decision, HttpRequest
 
 _TRACER_NAME = "jira-authz"
+_NO_SPAN = nullcontext(None)
 
 
 class Tracing:
@@ -57,11 +58,17 @@ class Tracing:
         self.provider.add_span_processor(processor)
         self.tracer = self.provider.get_tracer(_TRACER_NAME)
 
-    @contextmanager
-    def check_span(self, metadata: Iterable[tuple[str, Any]] | None) -> Iterator[Any]:
+    def check_span(
+        self, metadata: Iterable[tuple[str, Any]] | None
+    ) -> AbstractContextManager[Any]:
+        """The Check's span (None when tracing is off: a shared no-op context, nothing built
+        per Check)."""
         if not self.enabled:
-            yield None
-            return
+            return _NO_SPAN
+        return self._span(metadata)
+
+    @contextmanager
+    def _span(self, metadata: Iterable[tuple[str, Any]] | None) -> Iterator[Any]:
         carrier = {k: v for k, v in (metadata or ()) if isinstance(v, str)}
         with self.tracer.start_as_current_span(
             "ext_authz Check", context=extract(carrier), kind=trace.SpanKind.SERVER
