@@ -63,10 +63,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     audit = server.audit
     orig_write = audit._write
 
-    async def timed_write(batch: Any) -> None:
+    async def timed_write(*args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
-        await orig_write(batch)
+        result = await orig_write(*args, **kwargs)
         flushes.append(time.perf_counter() - t0)
+        return result
 
     audit._write = timed_write  # type: ignore[method-assign]
     lags: list[float] = []

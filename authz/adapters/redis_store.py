@@ -19,7 +19,6 @@ cannot be decoded as ``CorruptRecord``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
@@ -32,7 +31,6 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
-from authz.adapters.redis_conn import is_cluster
 from authz.domain.model import Token
 
 # --- errors -------------------------------------------------------------------------------------
@@ -298,23 +296,30 @@ redis.call('PUBLISH', ARGV[1], '{"op":"revoke","id":' .. cjson.encode(ARGV[2]) .
 return redis.call('HGETALL', KEYS[1])
 """
 
-# KEYS: token. ARGV: count, used_at. Never creates a hash for a deleted token; repairs a
-# non-integer use_count instead of failing the whole batch.
-_RECORD_USE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local r = redis.pcall('HINCRBY', KEYS[1], 'use_count', ARGV[1])
-if type(r) == 'table' and r.err then redis.call('HSET', KEYS[1], 'use_count', ARGV[1]) end
-local cur = tonumber(redis.call('HGET', KEYS[1], 'last_used_at') or '')
-if cur == nil or tonumber(ARGV[2]) > cur then
-  redis.call('HSET', KEYS[1], 'last_used_at', ARGV[2])
+# KEYS: one token key per use record. ARGV: count and used_at per key, in KEYS order. Never
+# creates a hash for a deleted token; repairs a non-integer use_count instead of failing the
+# whole batch. Returns how many records existed. Every key carries the prefix's hash tag in
+# Cluster (required by the config), so one call serves a whole batch there too.
+_RECORD_USES = """
+local done = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    local n, at = ARGV[2 * i - 1], ARGV[2 * i]
+    local r = redis.pcall('HINCRBY', key, 'use_count', n)
+    if type(r) == 'table' and r.err then redis.call('HSET', key, 'use_count', n) end
+    local cur = tonumber(redis.call('HGET', key, 'last_used_at') or '')
+    if cur == nil or tonumber(at) > cur then redis.call('HSET', key, 'last_used_at', at) end
+    done = done + 1
+  end
 end
-return 1
+return done
 """
 
 _LIST_BATCH = 500
-_USE_BATCH = 32
-"""Use counters per pipeline: packing hundreds of script calls at once (once a second, one
-per token used) would hold the event loop for milliseconds, in front of waiting Checks."""
+_USE_BATCH = 64
+"""Use records per script call: one call per batch instead of one per token (a second's worth
+of uses is one record per token used). Bounded so a call neither holds Redis nor takes long to
+encode on the event loop in front of waiting Checks."""
 
 
 class RedisTokenStore:
@@ -326,7 +331,7 @@ class RedisTokenStore:
         self._create = client.register_script(_CREATE)
         self._update = client.register_script(_UPDATE)
         self._revoke = client.register_script(_REVOKE)
-        self._record_use = client.register_script(_RECORD_USE)
+        self._record_uses = client.register_script(_RECORD_USES)
 
     # keys
 
@@ -455,25 +460,13 @@ class RedisTokenStore:
         items = [(tid, n, at) for tid, (n, at) in counts.items() if n > 0 or at]
         for tid, _n, _at in items:
             _check_id(tid)
-        if is_cluster(self.client):
-            # Cluster pipelines refuse scripts; each token is one slot-local script call.
-            with redis_errors(self.set_key):
-                await asyncio.gather(*(
-                    self._record_use(keys=[self.token_key(tid)], args=[int(n), _fmt_float(at)])
-                    for tid, n, at in items
-                ))
-            return
         for start in range(0, len(items), _USE_BATCH):
+            chunk = items[start : start + _USE_BATCH]
+            args: list[str | int] = []
+            for _tid, n, at in chunk:
+                args += (int(n), _fmt_float(at))
             with redis_errors(self.set_key):
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for tid, n, at in items[start : start + _USE_BATCH]:
-                        _check_id(tid)
-                        await self._record_use(
-                            keys=[self.token_key(tid)],
-                            args=[int(n), _fmt_float(at)],
-                            client=pipe,
-                        )
-                    await pipe.execute()
+                await self._record_uses(keys=[self.token_key(t) for t, _, _ in chunk], args=args)
 
     # helpers
 

@@ -154,6 +154,32 @@ async def test_record_use_counts_and_never_creates_records(redis_url: str, prefi
         await store.record_use({})
 
 
+async def test_record_use_takes_one_script_call_per_batch(redis_url: str, prefix: str) -> None:
+    """A second's worth of uses (one record per token used) is a handful of script calls,
+    not one per token; every record in every batch is applied, deleted ids skipped."""
+    async with open_store(redis_url, prefix) as store:
+        ids = [f"u{i}" for i in range(150)]
+        for tid in ids:
+            await store.create(new_token(tid)[1])
+        counts = {tid: (i + 1, 10.0 + i) for i, tid in enumerate(ids)}
+        counts["gone"] = (4, 99.0)
+        await store.record_use({"gone": (1, 1.0)})  # the script is loaded once, beforehand
+        before = await _script_calls(store)
+        await store.record_use(counts)
+        calls = await _script_calls(store) - before
+        assert calls == 3  # 151 records in batches of 64
+        for i, tid in enumerate(ids):
+            tok = await store.get(tid)
+            assert tok and (tok.use_count, tok.last_used_at) == (i + 1, 10.0 + i)
+        assert await store.client.exists(store.token_key("gone")) == 0
+
+
+async def _script_calls(store: RedisTokenStore) -> int:
+    stats = await store.client.info("commandstats")
+    scripts = ("cmdstat_evalsha", "cmdstat_eval")
+    return sum(int(v["calls"]) for k, v in stats.items() if k in scripts)
+
+
 async def test_record_use_repairs_a_corrupt_counter(redis_url: str, prefix: str) -> None:
     async with open_store(redis_url, prefix) as store:
         await store.create(new_token("a")[1])
