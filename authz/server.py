@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -230,9 +231,24 @@ class Server:
         })
 
 
+def settle_heap() -> int:
+    """Collect once, then move everything alive into the collector's permanent generation.
+
+    What exists once the server is up (modules, protobuf descriptors, gRPC, Redis clients,
+    config: ~50k objects) lives as long as the process; without this, every full collection
+    walks it again, stalling the event loop (and every Check waiting on it) for tens of ms.
+    Objects frozen here are still freed by reference counting; only a cycle among them that
+    dies later would stay, a bounded one-off. Returns how many objects were frozen.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 async def serve(cfg: Config) -> None:
     server = Server(cfg)
     await server.start()
+    settle_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -180,7 +180,7 @@ def fuzz_limits(fdp: atheris.FuzzedDataProvider) -> None:
                        body_truncated=fdp.ConsumeBool())
     assert got.allowed == bool(got.line)
     if got.allowed:
-        assert lim.url.fullmatch(url) is not None
+        assert limits.fullmatch(lim.url, url)
     if lim.methods is None and not lim.clauses:
         assert got.allowed == (re2.fullmatch(lim.line, url) is not None)
     # A stored line that does not parse any more only narrows access.
@@ -232,8 +232,8 @@ def fuzz_decision(fdp: atheris.FuzzedDataProvider) -> None:
         assert paths.non_normal_reason(path) is None
         assert tomcat_view(path) == unquote(path) and path.startswith("/rest/")
         if d.token.limits:
-            assert any(lim.url.fullmatch(req.url) for lim in limits.compile_limits(
-                d.token.limits)), req.url
+            assert any(limits.fullmatch(url_regex, req.url) for _, _, url_regex, _ in
+                       limits.compile_limits(d.token.limits)), req.url
         users = {(d.token.user or creds.login).lower(), *(u.lower() for u in
                                                          d.token.on_behalf_of)}
         assert d.effective_user.lower() in users, d.effective_user

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
@@ -45,20 +44,23 @@ class InvalidLimits(ValueError):
         super().__init__("; ".join(f"line {n}: {r}" for n, r in errors))
 
 
-@dataclass(frozen=True, slots=True)
-class Clause:
+class Clause(NamedTuple):
     kind: str
     """``query`` or ``json``."""
     name: str
-    regex: Any  # re2._Regexp (no public type)
+    regex: Any
+    """A compiled regex for ``fullmatch`` (no public type)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
+class Limit(NamedTuple):
+    """One parsed line: what ``parse_line`` returns. Its method list and RE2 programs are not
+    objects the garbage collector tracks; see ``CompiledLine`` for the cached form."""
+
     line: str
-    methods: frozenset[str] | None
+    methods: tuple[str, ...] | None
     """None: any method."""
-    url: Any  # re2._Regexp
+    url: Any
+    """A compiled regex for ``fullmatch`` (no public type)."""
     clauses: tuple[Clause, ...]
 
     @property
@@ -66,18 +68,66 @@ class Limit:
         return any(c.kind == "json" for c in self.clauses)
 
 
+CompiledLine = tuple[str, tuple[str, ...] | None, Any, tuple[tuple[str, str, Any], ...]]
+"""A ``Limit`` as plain tuples (line, methods, url, clauses as (kind, name, regex)): what
+``compile_limits`` caches. A replica keeps tens of thousands of lines; the collector walks
+every object it tracks on each full collection (~0.6 µs each here, stalling every Check behind
+it), and it stops tracking plain tuples of untracked values, but never NamedTuples or
+dataclass instances. ``match`` takes either form."""
+
+
+def _direct_fullmatch() -> Any:
+    """``program, utf8_bytes -> bool`` straight on RE2's matcher, or None if unavailable.
+
+    google-re2's ``fullmatch`` wraps every call in a Python generator that re-encodes the text
+    and builds a match object with offset maps: most of a limit line's cost. This asks RE2 the
+    same question (whole text, anchored both ends) and reads only the overall span, on the
+    wrapper's private program object (``_regexp``), which is also what compiled lines keep. It
+    relies on private names, so it proves itself on a probe first and is not used if anything
+    differs (the public API is the fallback, same answers).
+    """
+    try:
+        anchor, null = re2._Anchor.ANCHOR_BOTH, (-1, -1)
+
+        def full(program: Any, text: bytes) -> bool:
+            return bool(program.Match(anchor, text, 0, len(text))[0] != null)
+
+        probe = re2.compile(r"[a-zé]+/\d", options=_RE2_OPTIONS)
+        checks = {"ab/1": True, "é/2": True, "ab/1x": False, "1ab/1": False, "": False}
+        ok = all(full(probe._regexp, t.encode()) is want
+                 and (probe.fullmatch(t) is not None) is want for t, want in checks.items())
+    except Exception:  # any difference in the private API: use the public one
+        ok = False
+    return full if ok else None
+
+
+_FULL = _direct_fullmatch()
+
+
+def fullmatch(regex: Any, text: str) -> bool:
+    """Whether a compiled line regex matches all of ``text``. Text that is not valid Unicode
+    (a lone surrogate from a JSON escape) matches nothing: it can only narrow access."""
+    try:
+        if _FULL is not None:
+            return bool(_FULL(regex, text.encode("utf-8")))
+        return regex.fullmatch(text) is not None
+    except UnicodeEncodeError:
+        return False
+
+
 def _compile(pattern: str, what: str) -> Any:
     if not pattern:
         raise LimitSyntaxError(f"{what} is empty")
     try:
-        return re2.compile(pattern, options=_RE2_OPTIONS)
+        compiled = re2.compile(pattern, options=_RE2_OPTIONS)
     except re2.error as e:
         msg = e.args[0].decode("utf-8", "replace") if e.args and isinstance(
             e.args[0], bytes) else str(e)
         raise LimitSyntaxError(f"{what} {pattern!r} is not a valid RE2 regex: {msg}") from None
+    return compiled._regexp if _FULL is not None else compiled
 
 
-def _split_method(line: str) -> tuple[frozenset[str] | None, str]:
+def _split_method(line: str) -> tuple[tuple[str, ...] | None, str]:
     if not line.startswith("[") or line.startswith(_MARKERS):
         return None, line
     close = line.find("]")
@@ -94,7 +144,7 @@ def _split_method(line: str) -> tuple[frozenset[str] | None, str]:
             f"unknown HTTP method {unknown[0]!r} in [{inner}]"
             f" (known: {', '.join(sorted(METHODS))}; write a leading letter class as (h|H))"
         )
-    return frozenset(methods), line[close + 1 :]
+    return tuple(sorted(methods)), line[close + 1 :]
 
 
 def _find_marker(text: str, start: int = 0) -> int:
@@ -183,34 +233,7 @@ def validate(lines: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-_NEVER = re2.compile(r"[^\s\S]", options=_RE2_OPTIONS)
-
-
-def _direct_fullmatch() -> Any:
-    """``regex, utf8_bytes -> bool`` straight on RE2's matcher, or None if unavailable.
-
-    google-re2's ``fullmatch`` wraps every call in a Python generator that re-encodes the text
-    and builds a match object with offset maps: most of a limit line's cost. This asks RE2 the
-    same question (whole text, anchored both ends) and reads only the overall span. It relies
-    on the wrapper's private ``_regexp``/``_Anchor``, so it proves itself on a probe first and
-    is not used if anything differs (the public API is the fallback, same answers).
-    """
-    try:
-        anchor, null = re2._Anchor.ANCHOR_BOTH, (-1, -1)
-
-        def full(regex: Any, text: bytes) -> bool:
-            return bool(regex._regexp.Match(anchor, text, 0, len(text))[0] != null)
-
-        probe = re2.compile(r"[a-zé]+/\d", options=_RE2_OPTIONS)
-        checks = {"ab/1": True, "é/2": True, "ab/1x": False, "1ab/1": False, "": False}
-        ok = all(full(probe, t.encode()) is want and (probe.fullmatch(t) is not None) is want
-                 for t, want in checks.items())
-    except Exception:  # any difference in the private API: use the public one
-        ok = False
-    return full if ok else None
-
-
-_FULL = _direct_fullmatch()
+_NEVER = _compile(r"[^\s\S]", "URL regex")
 
 
 def _url_matcher(url: str) -> Any:
@@ -233,7 +256,7 @@ class _CompiledLimits:
 
     def __init__(self, capacity: int = DEFAULT_COMPILED_LIMITS) -> None:
         self.capacity = capacity
-        self._sets: OrderedDict[tuple[str, ...], tuple[Limit, ...]] = OrderedDict()
+        self._sets: OrderedDict[tuple[str, ...], tuple[CompiledLine, ...]] = OrderedDict()
         self.compiled = 0
         """Line sets compiled so far (misses)."""
 
@@ -246,7 +269,7 @@ class _CompiledLimits:
         self.capacity = capacity
         self._trim()
 
-    def get(self, lines: tuple[str, ...]) -> tuple[Limit, ...]:
+    def get(self, lines: tuple[str, ...]) -> tuple[CompiledLine, ...]:
         got = self._sets.get(lines)
         if got is not None:
             self._sets.move_to_end(lines)
@@ -264,21 +287,22 @@ class _CompiledLimits:
 COMPILED = _CompiledLimits()
 
 
-def compile_limits(lines: tuple[str, ...]) -> tuple[Limit, ...]:
+def compile_limits(lines: tuple[str, ...]) -> tuple[CompiledLine, ...]:
     """Compiled lines, cached by content (``COMPILED``)."""
     return COMPILED.get(lines)
 
 
-def _compile_set(lines: tuple[str, ...]) -> tuple[Limit, ...]:
+def _compile_set(lines: tuple[str, ...]) -> tuple[CompiledLine, ...]:
     """Lines were validated when stored; one that no longer parses (a corrupt record) becomes
     a line that matches nothing, so it can only narrow access — dropping it could leave a
     token with no lines, i.e. unrestricted."""
-    out: list[Limit] = []
+    out: list[CompiledLine] = []
     for line in lines:
         try:
-            out.append(parse_line(line))
+            lim = parse_line(line)
         except LimitSyntaxError:
-            out.append(Limit(line, frozenset(), _NEVER, ()))
+            lim = Limit(line, (), _NEVER, ())
+        out.append((lim.line, lim.methods, lim.url, tuple(tuple(c) for c in lim.clauses)))
     return tuple(out)
 
 
@@ -328,25 +352,26 @@ def _json_text(node: Any) -> str:
 
 
 def _clause_failure(
-    clause: Clause, query: dict[str, list[str]] | None, body: Any
+    clause: tuple[str, str, Any], query: dict[str, list[str]] | None, body: Any
 ) -> str | None:
-    if clause.kind == "query":
+    kind, name, regex = clause
+    if kind == "query":
         if query is None:
             return "query string is not valid UTF-8"
-        values = query.get(clause.name)
+        values = query.get(name)
         if not values:
-            return f"query parameter {clause.name!r} is absent"
+            return f"query parameter {name!r} is absent"
         for v in values:
-            if clause.regex.fullmatch(v) is None:
-                return f"query parameter {clause.name!r} has a value that does not match"
+            if not fullmatch(regex, v):
+                return f"query parameter {name!r} has a value that does not match"
         return None
     if body is _NO_BODY:
         return "request body is absent, truncated or not JSON"
-    node = _json_node(body, clause.name)
+    node = _json_node(body, name)
     if node is _NO_BODY:
-        return f"JSON node {clause.name!r} is absent"
-    if clause.regex.fullmatch(_json_text(node)) is None:
-        return f"JSON node {clause.name!r} does not match"
+        return f"JSON node {name!r} is absent"
+    if not fullmatch(regex, _json_text(node)):
+        return f"JSON node {name!r} does not match"
     return None
 
 
@@ -360,7 +385,7 @@ def _parse_body(body: bytes | None, truncated: bool) -> Any:
 
 
 def match(
-    limits: Iterable[Limit],
+    limits: Iterable[Limit | CompiledLine],
     *,
     method: str,
     url: str,
@@ -378,26 +403,27 @@ def match(
     body_parsed = False
     closest: tuple[int, str] = (0, "no limit line matches")
     url_matches = _url_matcher(url)
-    for lim in limits:
-        url_ok = url_matches(lim.url)
-        if lim.methods is not None and method not in lim.methods:
+    for line, methods, regex, clauses in limits:
+        url_ok = url_matches(regex)
+        if methods is not None and method not in methods:
             if url_ok:
-                closest = max(closest, (2, f"method {method} is not allowed by {lim.line!r}"))
+                closest = max(closest, (2, f"method {method} is not allowed by {line!r}"))
             continue
         if not url_ok:
             closest = max(closest, (1, "URL matches no limit line"))
             continue
         failure = None
-        for clause in lim.clauses:
-            if clause.kind == "query" and parsed_query is _NO_BODY:
+        for clause in clauses:
+            kind = clause[0]
+            if kind == "query" and parsed_query is _NO_BODY:
                 parsed_query = _query_values(query)
-            if clause.kind == "json" and not body_parsed:
+            if kind == "json" and not body_parsed:
                 parsed_body, body_parsed = _parse_body(body, body_truncated), True
             failure = _clause_failure(clause, parsed_query, parsed_body)  # type: ignore[arg-type]
             if failure:
                 break
         if failure:
-            closest = max(closest, (3, f"{failure} ({lim.line!r})"))
+            closest = max(closest, (3, f"{failure} ({line!r})"))
             continue
-        return Match(True, lim.line)
+        return Match(True, line)
     return Match(False, why=closest[1])
