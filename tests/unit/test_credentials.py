@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from authz.domain import credentials
+from authz.domain import credentials, secrets
 from authz.domain.credentials import CredentialError, Credentials, parse_authorization
 
 SECRET = "jat_0123456789abcdefghijABCDEFGHIJ0123456789"
@@ -240,10 +240,20 @@ _login = st.text(
     alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters=":"),
     min_size=1,
     max_size=40,
-).filter(lambda s: s == s.strip())
+).filter(lambda s: s == s.strip() and not secrets.has_prefix(s))
+"""A login that looks like one of our tokens is refused: see the test below."""
 _secret = st.text(
     alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=80
 )
+
+
+@pytest.mark.parametrize("login", [SECRET, " " + SECRET, "jat_", "jat_x"])
+def test_token_sent_as_the_login_is_refused(login: str) -> None:
+    """`curl -u "$TOKEN:"` puts the secret in the login: it must never become a user name."""
+    got = parse_authorization(basic(login, "pw"))
+    assert isinstance(got, CredentialError)
+    assert got.reason == "Basic login is an API token: send the token as the password"
+    assert login.strip() not in repr(got)
 
 
 @given(_login, _secret)
