@@ -237,11 +237,15 @@ _NEVER = _compile(r"[^\s\S]", "URL regex")
 
 
 def _url_matcher(url: str) -> Any:
-    """``regex -> bool`` for this URL, encoding it once for every line of the token."""
-    if _FULL is not None:
-        encoded, full = url.encode("utf-8"), _FULL  # strict, as the public API encodes
-        return lambda regex: full(regex, encoded)
-    return lambda regex: regex.fullmatch(url) is not None
+    """``regex -> bool`` for this URL, encoding it once for every line of the token; a URL that
+    is not valid Unicode matches nothing, as in ``fullmatch``."""
+    if _FULL is None:
+        return lambda regex: fullmatch(regex, url)
+    try:
+        encoded, full = url.encode("utf-8"), _FULL
+    except UnicodeEncodeError:
+        return lambda regex: False
+    return lambda regex: full(regex, encoded)
 
 
 DEFAULT_COMPILED_LIMITS = 16_384

@@ -406,6 +406,14 @@ def test_json_data_lone_surrogate_matches_nothing() -> None:
     assert not got.allowed and "does not match" in got.why
 
 
+def test_url_lone_surrogate_matches_nothing() -> None:
+    """A URL typed at the CLI can carry a lone surrogate (undecodable argv bytes): no line
+    matches it and nothing raises, like a JsonData node's text."""
+    got = match(compile_limits((".*/rest/.*",)), method="GET",
+                url="https://jira.example.com/rest/\udcff", query="")
+    assert not got.allowed and got.why == "URL matches no limit line"
+
+
 def test_compiled_lines_are_not_walked_by_the_garbage_collector() -> None:
     """Every object the collector tracks lengthens each full collection (~0.6 µs here), and a
     replica caches tens of thousands of lines: cached lines are plain tuples of untracked
