@@ -81,12 +81,20 @@ class IdentityConfig:
     """Header that tells Jira who the caller is; never trusted from the client."""
     upstream_authorization_file: str = ""
     """Optional file holding a service Authorization value to send to Jira instead of none."""
+    allow_unbound_with_service_credential: bool = False
+    """With a service credential Jira acts as the identity header's user alone, and an unbound
+    token's user is whatever login the client typed: refused unless this is true."""
 
 
 @dataclass(frozen=True)
 class ClientIpConfig:
     xff_trusted_hops: int = 0
-    """0: Envoy's downstream socket address; N: the N-th X-Forwarded-For entry from the right."""
+    """Proxies in front of Envoy (load balancers, ingress): the same number as Envoy's
+    xff_num_trusted_hops. 0: the client is Envoy's downstream socket peer."""
+    envoy_appends_peer: bool = True
+    """Envoy runs with use_remote_address: true and appends its own peer to X-Forwarded-For
+    before the Check, so the client is entry xff_trusted_hops + 1 from the right. False for an
+    Envoy that does not append (an Istio sidecar behind the ingress gateway): entry N."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,7 @@ class AuditConfig:
     """Redis Stream receiving one event per token call."""
     max_len: int = 1_000_000
     """The stream is trimmed (approximately) to this many events."""
-    max_age_days: float = 0.0
+    max_age_days: float = 90.0
     """Trim events older than this (0: trim by length only)."""
     include_query: bool = False
     """Record query strings in audit events (they may hold personal data)."""
@@ -133,6 +141,15 @@ class AuditConfig:
     """Longest wait before a partial batch is written."""
     strict: bool = False
     """Deny token calls while the audit buffer is full instead of dropping events."""
+    untrusted_per_client_per_second: float = 1.0
+    """Events of calls without a valid token (malformed, unknown token …) per client address;
+    the excess is counted into summary events. Calls of known tokens are always audited."""
+    untrusted_per_second: float = 10.0
+    """The same bound over all client addresses together."""
+    untrusted_window_seconds: float = 10.0
+    """Rate window of the two bounds above; one summary event per window with suppressed calls."""
+    untrusted_max_clients: int = 10_000
+    """Client addresses tracked per window; calls from further addresses count as suppressed."""
 
 
 @dataclass(frozen=True)
@@ -258,6 +275,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("identity.header", f"{hdr!r} cannot be used as identity header")
     if cfg.client_ip.xff_trusted_hops < 0:
         raise ConfigError("client_ip.xff_trusted_hops", "must be >= 0")
+    if cfg.client_ip.xff_trusted_hops > 16:
+        raise ConfigError("client_ip.xff_trusted_hops", "must be <= 16")
     if cfg.cache.max_entries < 1:
         raise ConfigError("cache.max_entries", "must be >= 1")
     if cfg.cache.max_compiled_limits < 1:
@@ -277,6 +296,15 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("audit.flush_interval_seconds", "must be > 0")
     if cfg.audit.max_age_days < 0:
         raise ConfigError("audit.max_age_days", "must be >= 0")
+    for k in ("untrusted_per_client_per_second", "untrusted_per_second",
+              "untrusted_window_seconds"):
+        if not getattr(cfg.audit, k) > 0:
+            raise ConfigError(f"audit.{k}", "must be > 0")
+    if cfg.audit.untrusted_per_client_per_second > cfg.audit.untrusted_per_second:
+        raise ConfigError("audit.untrusted_per_client_per_second",
+                          "must not exceed audit.untrusted_per_second")
+    if cfg.audit.untrusted_max_clients < 1:
+        raise ConfigError("audit.untrusted_max_clients", "must be >= 1")
     tls = (cfg.admin.tls_cert_file, cfg.admin.tls_key_file, cfg.admin.client_ca_file)
     if any(tls) and not all(tls):
         raise ConfigError("admin.tls_cert_file", "mTLS needs tls_cert_file, tls_key_file and "

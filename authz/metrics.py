@@ -115,6 +115,10 @@ class RuntimeCollector(Collector):
         yield CounterMetricFamily("jira_authz_audit_dropped",
                                   "Audit events that could not be kept",
                                   value=total(audits, "dropped"))
+        yield CounterMetricFamily(
+            "jira_authz_audit_untrusted_suppressed",
+            "Calls without a valid token not audited one by one (rate bound); counted in "
+            "summary events", value=total(audits, "suppressed"))
         yield CounterMetricFamily("jira_authz_audit_flush_errors",
                                   "Failed audit writes (retried)",
                                   value=total(audits, "flush_errors"))

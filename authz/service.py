@@ -94,7 +94,8 @@ class CheckService:
             if self.strict_audit and decision.allowed and not self.audit.would_accept():
                 decision = self._audit_unavailable(decision)
             ip = decision.client_ip or client_ip(
-                req.source_ip, req.headers.get("x-forwarded-for"), self.policy.xff_trusted_hops
+                req.source_ip, req.headers.get("x-forwarded-for"), self.policy.xff_trusted_hops,
+                self.policy.envoy_appends_peer,
             )
             event = build_event(req, decision, now=self.clock(),
                                 include_query=self.include_query, client_ip=ip, secret=secret)

@@ -34,7 +34,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from authz.config import AuditConfig
-from authz.domain.audit_event import AuditRecord, parse_event
+from authz.domain.audit_event import AuditRecord, format_time, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,82 @@ def _encode_event(event: dict[str, str]) -> bytes:
     return joined.encode("utf-8", "replace")
 
 
+class UntrustedBudget:
+    """Rate bound of events for calls without a valid token (SPEC §7).
+
+    Anyone can send ``Authorization: Bearer jat_x``: such events are admitted per fixed window
+    up to ``per_client`` per client address and ``total`` over all, the rest only counted. At
+    the end of a window with suppressed calls, one summary event carries the counts (by
+    reason and top client addresses). Memory is bounded by ``max_clients`` addresses per
+    window; calls from further addresses are suppressed (and counted).
+    """
+
+    def __init__(self, cfg: AuditConfig) -> None:
+        self.window = cfg.untrusted_window_seconds
+        self.per_client = max(1, int(cfg.untrusted_per_client_per_second * self.window))
+        self.total = max(1, int(cfg.untrusted_per_second * self.window))
+        self.max_clients = cfg.untrusted_max_clients
+        self.started = float("-inf")
+        self.admitted = 0
+        self.by_client: dict[str, int] = {}
+        self.suppressed = 0
+        self.suppressed_by_client: dict[str, int] = {}
+        self.suppressed_by_reason: dict[str, int] = {}
+        self.suppressed_total = 0
+        """Since start: the metric's value."""
+
+    def admit(self, client: str, reason: str, now: float) -> tuple[bool, dict[str, str] | None]:
+        """Whether this event is written, and the summary of a window that just ended."""
+        summary = self.roll(now)
+        seen = self.by_client.get(client)
+        if seen is None and len(self.by_client) >= self.max_clients:
+            ok = False
+        else:
+            ok = self.admitted < self.total and (seen or 0) < self.per_client
+        if ok:
+            self.admitted += 1
+            self.by_client[client] = (seen or 0) + 1
+            return True, summary
+        self.suppressed += 1
+        self.suppressed_total += 1
+        if client in self.suppressed_by_client or len(self.suppressed_by_client) < 1000:
+            self.suppressed_by_client[client] = self.suppressed_by_client.get(client, 0) + 1
+        key = reason[:64]
+        if key in self.suppressed_by_reason or len(self.suppressed_by_reason) < 64:
+            self.suppressed_by_reason[key] = self.suppressed_by_reason.get(key, 0) + 1
+        return False, summary
+
+    def roll(self, now: float) -> dict[str, str] | None:
+        """Start a new window when the current one is over; its summary if it suppressed any."""
+        if now < self.started + self.window:
+            return None
+        summary = self._summary(now) if self.suppressed else None
+        self.started = now
+        self.admitted = 0
+        self.by_client = {}
+        self.suppressed = 0
+        self.suppressed_by_client = {}
+        self.suppressed_by_reason = {}
+        return summary
+
+    def _summary(self, now: float) -> dict[str, str]:
+        top = sorted(self.suppressed_by_client.items(), key=lambda kv: -kv[1])[:10]
+        reasons = sorted(self.suppressed_by_reason.items(), key=lambda kv: -kv[1])
+        return {
+            "time": format_time(now),
+            "kind": "summary",
+            "decision": "suppressed",
+            "reason": "untrusted_rate_bound",
+            "suppressed": str(self.suppressed),
+            "window_start": format_time(self.started),
+            "window_seconds": f"{self.window:g}",
+            "clients": str(len(self.by_client) + sum(
+                1 for c in self.suppressed_by_client if c not in self.by_client)),
+            "top_clients": ",".join(f"{c[:64]}={n}" for c, n in top),
+            "reasons": ",".join(f"{r}={n}" for r, n in reasons),
+        }
+
+
 _Item = tuple[dict[str, str], str | None, float]
 """(event, token id whose use it counts or None, emit time)."""
 
@@ -110,6 +186,9 @@ class AuditStats:
     flushed: int = 0
     dropped: int = 0
     flush_errors: int = 0
+    suppressed: int = 0
+    """Events of calls without a valid token not written one by one (rate bound); each
+    window's count is in a summary event."""
     _depth: Callable[[], int] = field(default=lambda: 0, repr=False, compare=False)
 
     @property
@@ -178,6 +257,7 @@ class AuditStream:
         self._last_drop_log = float("-inf")
         self._last_fail_log = float("-inf")
         self.stats = AuditStats(_depth=self._buf.__len__)
+        self._budget = UntrustedBudget(cfg)
 
     # --- decision path (synchronous, O(1)) -----------------------------------------------------
 
@@ -198,6 +278,19 @@ class AuditStream:
         uses are aggregated per written batch and passed to the token store callback.
         """
         tid = token_id if token_id is not None else event.get("token_id", "")
+        if not event.get("token_id"):
+            # No valid token: rate-bounded, the excess counted into a summary event.
+            ok, summary = self._budget.admit(
+                event.get("client_ip", ""), event.get("reason", ""), self._clock()
+            )
+            if summary is not None:
+                self._queue(summary, "")
+            if not ok:
+                self.stats.suppressed += 1
+                return True
+        return self._queue(event, tid, used)
+
+    def _queue(self, event: dict[str, str], tid: str, used: bool = False) -> bool:
         if not self.would_accept():
             self.stats.dropped += 1
             self._drops_unlogged += 1
@@ -246,6 +339,9 @@ class AuditStream:
                     async with asyncio.timeout(self._cfg.flush_interval_seconds):
                         await self._wake.wait()
             self._wake.clear()
+            summary = self._budget.roll(self._clock())
+            if summary is not None:
+                self._queue(summary, "")
             self._log_drops()
             await self._maybe_flush_uses()  # also when traffic stopped after a batch
             if await self._drain():

@@ -20,6 +20,24 @@ from authz.domain.model import Decision, HttpRequest, Outcome
 USER_AGENT_MAX = 512
 """User agents are client-chosen; capped so one event stays small."""
 
+FIELD_CAPS: dict[str, int] = {
+    "token_id": 64, "token_label": 256, "token_user": 256, "login": 256,
+    "effective_user": 256, "method": 16, "scheme": 16, "host": 256, "path": 2048,
+    "query": 2048, "reason": 64, "status": 8, "matched_limit": 2048, "client_ip": 64,
+    "user_agent": USER_AGENT_MAX, "request_id": 128, "trace_id": 64, "decision": 16,
+    "time": 32,
+}
+"""Most characters kept of each field of a token call's event (known token)."""
+
+UNTRUSTED_CAPS: dict[str, int] = {
+    **FIELD_CAPS, "login": 128, "host": 128, "path": 512, "query": 512, "user_agent": 128,
+    "request_id": 64,
+}
+"""Tighter caps for calls without a valid token: anyone can send them."""
+
+TRUNCATED_FIELD = "truncated"
+"""Names of the fields cut to their cap, comma-separated; absent when nothing was cut."""
+
 EVENT_FIELDS: tuple[str, ...] = (
     "time",
     "token_id",
@@ -162,7 +180,7 @@ def build_event(
         "status": str(decision.status),
         "matched_limit": decision.matched_limit,
         "client_ip": request.source_ip if client_ip is None else client_ip,
-        "user_agent": request.headers.get("user-agent", "")[:USER_AGENT_MAX],
+        "user_agent": request.headers.get("user-agent", "")[: USER_AGENT_MAX + 1],
         "request_id": request.request_id,
         "trace_id": request.trace_id,
     }
@@ -177,6 +195,22 @@ def build_event(
             fragments = _credential_fragments(authorization)
             if any(f in joined for f in fragments):
                 event = {k: _mask(v, fragments) for k, v in event.items()}
+    return cap_fields(event, FIELD_CAPS if token is not None else UNTRUSTED_CAPS)
+
+
+def cap_fields(event: dict[str, str], caps: Mapping[str, int]) -> dict[str, str]:
+    """Every value cut to its cap (unknown fields to 256), the cut ones named in ``truncated``.
+
+    Masking runs first, so a secret is never half-kept by a cut.
+    """
+    cut: list[str] = []
+    for k, v in event.items():
+        cap = caps.get(k, 256)
+        if len(v) > cap:
+            event[k] = v[:cap]
+            cut.append(k)
+    if cut:
+        event[TRUNCATED_FIELD] = ",".join(cut)
     return event
 
 

@@ -27,7 +27,12 @@ class Policy:
     identity_header: str = "contextuser"
     """Lower-cased, as Envoy delivers header names."""
     xff_trusted_hops: int = 0
+    envoy_appends_peer: bool = True
     max_header_bytes: int = 8192
+    service_credential: bool = False
+    """An upstream service Authorization replaces the client's: Jira acts as the identity
+    header's user only, so an unbound token (any login) would act as whoever it names."""
+    allow_unbound_with_service_credential: bool = False
 
     @classmethod
     def from_config(cls, cfg: Config) -> Policy:
@@ -37,8 +42,24 @@ class Policy:
             token_prefixes=cfg.token_path_prefixes,
             identity_header=cfg.identity.header.lower(),
             xff_trusted_hops=cfg.client_ip.xff_trusted_hops,
+            envoy_appends_peer=cfg.client_ip.envoy_appends_peer,
             max_header_bytes=cfg.auth.max_header_bytes,
+            service_credential=bool(cfg.identity.upstream_authorization_file),
+            allow_unbound_with_service_credential=(
+                cfg.identity.allow_unbound_with_service_credential),
         )
+
+
+# Methods are case-sensitive (RFC 9110 §9.1): Envoy's HTTP/2 codec passes ``post`` through as
+# it came, Tomcat then serves it as an unknown method while a ``[post]`` line, compared
+# case-insensitively, would have allowed it. Only the canonical upper-case tokens are judged.
+CANONICAL_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"}
+)
+# Headers some frameworks (Jersey's HttpMethodOverrideFilter, Spring's HiddenHttpMethodFilter
+# variants, proxies) read as "the real method": on a token call the judged method would not be
+# the one Jira runs.
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 
 
 def _deny(reason: Reason, status: int, message: str, **kw: object) -> Decision:
@@ -57,6 +78,15 @@ def screen(req: HttpRequest, policy: Policy) -> Decision | Credentials:
     why = paths.non_normal_reason(req.path)
     if why is not None:
         return _deny(Reason.NON_NORMAL_PATH, 400, why)
+    if req.method not in CANONICAL_METHODS:
+        return _deny(Reason.NON_CANONICAL_METHOD, 400,
+                     "request method is not a canonical upper-case HTTP method")
+    why = paths.host_error(req.host)
+    if why is not None:
+        return _deny(Reason.INVALID_HOST, 400, why)
+    why = paths.scheme_error(req.scheme)
+    if why is not None:
+        return _deny(Reason.INVALID_SCHEME, 400, why)
     parsed = parse_authorization(
         req.headers.get("authorization"), max_bytes=policy.max_header_bytes
     )
@@ -114,6 +144,9 @@ def judge(
         # Not one of ours: a Jira password (Basic) or a Jira personal access token (Bearer).
         return not_a_token(policy, Reason.NOT_A_TOKEN, "credentials are not an API token")
     common = {"token": token, "login": login, "token_like": True}
+    if any(h in req.headers for h in METHOD_OVERRIDE_HEADERS):
+        return _deny(Reason.METHOD_OVERRIDE, 400,
+                     "method override headers are not accepted with API tokens", **common)
     if token.is_revoked(now):
         return _deny(Reason.REVOKED, 401, "API token has been revoked", **common)
     if token.is_expired(now):
@@ -124,13 +157,17 @@ def judge(
                          "Bearer credentials need a token bound to a user", **common)
         user = token.user
     elif token.user is None:
+        if policy.service_credential and not policy.allow_unbound_with_service_credential:
+            return _deny(Reason.UNBOUND_WITH_SERVICE_CREDENTIAL, 401,
+                         "unbound API tokens are not accepted while Jira is called with a "
+                         "service credential", **common)
         user = login
     elif _login_matches(token, login):
         user = token.user
     else:
         return _deny(Reason.WRONG_USER, 401, "API token does not belong to this login", **common)
     ip = network.client_ip(req.source_ip, req.headers.get("x-forwarded-for"),
-                           policy.xff_trusted_hops)
+                           policy.xff_trusted_hops, policy.envoy_appends_peer)
     common["client_ip"] = ip
     if not network.ip_allowed(ip, token.ips):
         return _deny(Reason.IP_NOT_ALLOWED, 403, "client address is not allowed for this token",

@@ -369,8 +369,8 @@ def _clause_failure(
             if not fullmatch(regex, v):
                 return f"query parameter {name!r} has a value that does not match"
         return None
-    if body is _NO_BODY:
-        return "request body is absent, truncated or not JSON"
+    if isinstance(body, BodyProblem):
+        return body.reason
     node = _json_node(body, name)
     if node is _NO_BODY:
         return f"JSON node {name!r} is absent"
@@ -379,13 +379,57 @@ def _clause_failure(
     return None
 
 
+class BodyProblem(str):
+    """Why the body cannot be judged: a JsonData clause then fails with this reason."""
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+class _Ambiguous(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Ambiguous(f"duplicate key {k[:40]!r}")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise _Ambiguous(f"{name} is not JSON")
+
+
 def _parse_body(body: bytes | None, truncated: bool) -> Any:
-    if body is None or truncated:
-        return _NO_BODY
+    """The JSON document Jira will read from exactly these bytes, or why there is none.
+
+    Judged only when Jira can read the bytes one way: complete, UTF-8 (RFC 8259; Jackson
+    would also read UTF-16/32 or skip a BOM, Python's decoder guesses differently), one value
+    per key (Jackson keeps the last duplicate, another parser the first), no NaN/Infinity
+    (Jackson refuses them, Python accepts them).
+    """
+    if body is None or not body:
+        return BodyProblem("request body is absent (a JsonData line needs Envoy to send it)")
+    if truncated:
+        return BodyProblem("request body is larger than the part Envoy sends for the check")
+    if body.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")) or (
+        len(body) >= 2 and (body[0] == 0 or body[1] == 0)
+    ):
+        return BodyProblem("request body is not UTF-8 JSON (byte-order mark or UTF-16/32)")
     try:
-        return json.loads(body)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return BodyProblem("request body is not valid UTF-8")
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except _Ambiguous as e:
+        return BodyProblem(f"request body is ambiguous JSON ({e})")
     except (ValueError, RecursionError):
-        return _NO_BODY
+        return BodyProblem("request body is not JSON")
 
 
 def match(
@@ -403,7 +447,7 @@ def match(
         return Match(True)
     method = method.upper()
     parsed_query: dict[str, list[str]] | object | None = _NO_BODY
-    parsed_body: Any = _NO_BODY
+    parsed_body: Any = None
     body_parsed = False
     closest: tuple[int, str] = (0, "no limit line matches")
     url_matches = _url_matcher(url)

@@ -9,19 +9,28 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def client_ip(source_ip: str, forwarded_for: str | None, trusted_hops: int) -> str:
-    """The address to judge: Envoy's downstream socket address, or, behind ``trusted_hops``
-    proxies, the X-Forwarded-For entry that many places from the right.
+def client_ip(
+    source_ip: str, forwarded_for: str | None, trusted_hops: int, envoy_appends: bool = True
+) -> str:
+    """The address to judge, the same one Envoy's own access log calls the client.
 
-    Entries further left were written by the client and are never trusted; a header shorter than
-    the trusted depth falls back to the socket address (fail closed: that is the proxy).
+    ``trusted_hops`` is the number of proxies in front of Envoy that append the address they
+    received from (Envoy's ``xff_num_trusted_hops``, the same number). With
+    ``use_remote_address: true`` Envoy appends its own peer to X-Forwarded-For before the
+    Check (``envoy_appends``), so the client is the entry ``trusted_hops + 1`` places from the
+    right; the right-most entries are written by Envoy and the trusted proxies, everything
+    further left by the client and never trusted. Without trusted hops the client is Envoy's
+    downstream socket peer. A header shorter than the trusted depth means the request did not
+    pass every trusted proxy: the socket peer is judged, as Envoy does (fail closed: that is
+    the nearest proxy, not a client-chosen address).
     """
-    if trusted_hops <= 0 or not forwarded_for:
+    depth = trusted_hops + (1 if envoy_appends and trusted_hops > 0 else 0)
+    if depth <= 0 or not forwarded_for:
         return source_ip
-    entries = [e.strip() for e in forwarded_for.split(",")]
-    if len(entries) < trusted_hops:
+    entries = forwarded_for.split(",")
+    if len(entries) < depth:
         return source_ip
-    return entries[-trusted_hops]
+    return entries[-depth].strip()
 
 
 def parse_ip(text: str) -> IPAddress | None:

@@ -107,3 +107,47 @@ def _checked_reason(path: str) -> str | None:
 def has_prefix(path: str, prefixes: tuple[str, ...]) -> bool:
     """Whether a (normal-form) path is under one of the token-authenticated prefixes."""
     return path.startswith(prefixes)
+
+
+# RFC 3986 §3.2.2 host, with an optional port: a reg-name (unreserved, sub-delims and
+# percent-escapes), an IPv4 address (a reg-name too) or an IP-literal in brackets. Anything
+# else — '/', '?', '#', '@', '\\', spaces, controls — is path, userinfo or smuggling text.
+_REG_NAME = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*")
+_IP_LITERAL = re.compile(r"\[(?:[0-9A-Fa-f:.]+|[vV][0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+)\]")
+_PORT = re.compile(r"[0-9]{0,5}")
+HOST_MAX = 255
+SCHEMES = frozenset({"http", "https"})
+
+
+def host_error(host: str) -> str | None:
+    """Why ``host`` (``:authority``) is not an RFC 3986 host[:port], or None when it is.
+
+    The URL limits match ``scheme://host/path``: path text inside the host (or a second
+    authority after '@') would let a request satisfy a line for another endpoint, whatever
+    proxy passed it through.
+    """
+    if not host:
+        return "request has no host"
+    if len(host) > HOST_MAX:
+        return "host is too long"
+    if host.startswith("["):
+        end = host.find("]")
+        literal, rest = host[: end + 1], host[end + 1 :]
+        if end < 0 or _IP_LITERAL.fullmatch(literal) is None:
+            return "host is not a valid IP literal"
+    else:
+        literal, sep, port = host.rpartition(":")
+        if not sep:
+            literal, rest = host, ""
+        else:
+            rest = ":" + port
+        if not literal or _REG_NAME.fullmatch(literal) is None:
+            return "host contains characters that are not allowed in a host name"
+    if rest and (not rest.startswith(":") or _PORT.fullmatch(rest[1:]) is None):
+        return "host has an invalid port"
+    return None
+
+
+def scheme_error(scheme: str) -> str | None:
+    """Only http and https reach a URL limit; anything else is refused."""
+    return None if scheme in SCHEMES else "request scheme is not http or https"

@@ -44,6 +44,41 @@ def _headers(http: external_auth_pb2.AttributeContext.HttpRequest) -> Mapping[st
     return out
 
 
+def _scheme(http: external_auth_pb2.AttributeContext.HttpRequest,
+            headers: Mapping[str, str]) -> str:
+    """The scheme of the connection, as Envoy knows it, never the client's ``:scheme``.
+
+    An HTTP/2 client chooses ``:scheme`` freely (``https`` on a cleartext connection). With
+    ``use_remote_address: true`` Envoy overwrites ``x-forwarded-proto`` with its downstream
+    connection's scheme, or keeps the one a trusted proxy (xff_num_trusted_hops) set — where
+    TLS was really terminated. Only a direct Check without the header falls back to the
+    request's scheme; anything that is not exactly http or https is refused later.
+    """
+    forwarded = headers.get("x-forwarded-proto")
+    if forwarded is not None:
+        return forwarded.strip()
+    return http.scheme or headers.get(":scheme", "")
+
+
+def _body(http: external_auth_pb2.AttributeContext.HttpRequest,
+          headers: Mapping[str, str]) -> tuple[bytes | None, bool]:
+    """The exact body bytes and whether they are only part of the body.
+
+    Only ``raw_body`` (``pack_as_bytes: true``) is the body Jira receives: the UTF-8 ``body``
+    field has invalid bytes replaced by Envoy, so a body judged from it is another body than
+    the one forwarded — it is ignored (a JsonData line then finds no body). Partial: Envoy's
+    flag, or fewer bytes than the Content-Length announced (independent of the flag).
+    """
+    raw = http.raw_body
+    if not raw:
+        return None, False
+    partial = headers.get("x-envoy-auth-partial-body") == "true"
+    length = headers.get("content-length")
+    if length is not None and length.strip().isdigit() and int(length) != len(raw):
+        partial = True
+    return raw, partial
+
+
 def to_http_request(
     check: external_auth_pb2.CheckRequest,
     metadata: Iterable[tuple[str, str | bytes]] | None = None,
@@ -54,21 +89,19 @@ def to_http_request(
     path, query = split_path(http.path or headers.get(":path", ""))
     if not query and http.query:
         query = http.query
-    body: bytes | None = None
-    if http.raw_body:
-        body = http.raw_body
-    elif http.body:
-        body = http.body.encode("utf-8", "surrogateescape")
+    body, partial = _body(http, headers)
     return HttpRequest(
-        method=(http.method or headers.get(":method", "")).upper(),
-        scheme=http.scheme or headers.get(":scheme", "http"),
+        # As sent: a non-canonical method (``post`` over HTTP/2) is refused, never upper-cased
+        # into one a limit line allows while Jira receives the original.
+        method=http.method or headers.get(":method", ""),
+        scheme=_scheme(http, headers),
         host=http.host or headers.get(":authority", ""),
         path=path,
         query=query,
         headers=headers,
         source_ip=attrs.source.address.socket_address.address,
         body=body,
-        body_truncated=headers.get("x-envoy-auth-partial-body") == "true",
+        body_truncated=partial,
         request_id=headers.get("x-request-id", ""),
         trace_id=trace_id_from_metadata(metadata),
         context=attrs.context_extensions or NO_CONTEXT,

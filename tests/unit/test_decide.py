@@ -342,13 +342,19 @@ def test_ip_allowed_and_refused() -> None:
 def test_ip_from_trusted_xff_hop() -> None:
     t = tok(ips=("203.0.113.0/24",))
     policy = Policy(xff_trusted_hops=1)
-    r = req(basic("alice", SECRET), source_ip="10.0.0.1", x_forwarded_for="203.0.113.5")
+    # Envoy appended its peer (the balancer, 10.0.0.1) after the balancer's entry.
+    r = req(basic("alice", SECRET), source_ip="10.0.0.1",
+            x_forwarded_for="203.0.113.5, 10.0.0.1")
     assert decide(r, t, policy).allowed
     # Not trusted by default: the socket address (the load balancer) is judged.
     assert_deny(decide(r, t), Reason.IP_NOT_ALLOWED, 403)
     # Spoofed leftmost entry does not help.
     r = req(basic("alice", SECRET), source_ip="10.0.0.1",
-            x_forwarded_for="203.0.113.5, 198.51.100.1")
+            x_forwarded_for="203.0.113.5, 198.51.100.1, 10.0.0.1")
+    assert_deny(decide(r, t, policy), Reason.IP_NOT_ALLOWED, 403)
+    # The balancer's own address is never the client: the old off-by-one (issue 13).
+    r = req(basic("alice", SECRET), source_ip="203.0.113.9",
+            x_forwarded_for="198.51.100.7, 203.0.113.9")
     assert_deny(decide(r, t, policy), Reason.IP_NOT_ALLOWED, 403)
 
 

@@ -58,7 +58,7 @@ def check_request(
 def test_basic_translation() -> None:
     r = to_http_request(check_request(
         path="/rest/api/2/search?jql=project%20%3D%20X&maxResults=5",
-        method="get",
+        method="GET",
         headers={"authorization": "Basic abc", "x-request-id": "rid-1", "user-agent": "curl"},
         context={"route": "jira"},
     ))
@@ -98,10 +98,26 @@ def test_header_names_lower_cased() -> None:
 
 def test_pseudo_headers_as_fallback() -> None:
     req = check_request(path="", method="", host="", scheme="", headers={
-        ":path": "/rest/x?a=1", ":method": "post", ":authority": "h.example", ":scheme": "http"})
+        ":path": "/rest/x?a=1", ":method": "POST", ":authority": "h.example", ":scheme": "http"})
     r = to_http_request(req)
     assert (r.method, r.scheme, r.host, r.path, r.query) == (
         "POST", "http", "h.example", "/rest/x", "a=1")
+
+
+def test_method_kept_as_sent() -> None:
+    # HTTP/2 lets a client send `post`; Jira gets it as sent, so it is judged (refused) as sent.
+    assert to_http_request(check_request(method="post")).method == "post"
+
+
+def test_scheme_is_the_connection_scheme_envoy_set() -> None:
+    # Envoy overwrites x-forwarded-proto with its connection's scheme (or a trusted proxy's):
+    # an HTTP/2 client's `:scheme https` on cleartext is not what is judged.
+    r = to_http_request(check_request(scheme="https", headers={"x-forwarded-proto": "http"}))
+    assert r.scheme == "http"
+    r = to_http_request(check_request(scheme="http", headers={"x-forwarded-proto": "https"}))
+    assert r.scheme == "https"
+    # A direct Check without the header: the request's scheme, validated by the decision.
+    assert to_http_request(check_request(scheme="https")).scheme == "https"
 
 
 def test_raw_header_map_joined_like_envoy() -> None:
@@ -131,12 +147,21 @@ def test_body_and_partial_flag() -> None:
                                       headers={"x-envoy-auth-partial-body": "true"}))
     assert r.body == b'{"a": 1}'
     assert r.body_truncated is True
+    # The UTF-8 `body` field has invalid bytes replaced by Envoy: never judged as the body.
     r = to_http_request(check_request(body='{"a": "ä"}',
                                       headers={"x-envoy-auth-partial-body": "false"}))
-    assert r.body == '{"a": "ä"}'.encode()
-    assert r.body_truncated is False
+    assert r.body is None
     r = to_http_request(check_request(raw_body=b"raw", body="text"))
-    assert r.body == b"raw"  # raw_body wins
+    assert r.body == b"raw"
+    # Fewer bytes than announced is partial, whatever the flag says.
+    r = to_http_request(check_request(raw_body=b'{"a": 1}', headers={
+        "x-envoy-auth-partial-body": "false", "content-length": "70000"}))
+    assert r.body_truncated is True
+    r = to_http_request(check_request(raw_body=b'{"a": 1}', headers={
+        "x-envoy-auth-partial-body": "false", "content-length": "8"}))
+    assert r.body_truncated is False
+    r = to_http_request(check_request(raw_body=b"\xff\xfe{}"))
+    assert r.body == b"\xff\xfe{}"
 
 
 @pytest.mark.parametrize(

@@ -341,11 +341,26 @@ def test_json_data_match() -> None:
     ("body", "truncated", "words"),
     [
         (None, False, "absent"),
-        (b"", False, "not JSON"),
+        (b"", False, "absent"),
         (b"{not json", False, "not JSON"),
-        (b'{"fields": {"project": {"key": "SCRUM"}}}', True, "truncated"),
+        (b'{"fields": {"project": {"key": "SCRUM"}}}', True, "larger than the part"),
         (b'{"fields": {"project": {"key": "SCR', False, "not JSON"),
-        (b"\xff\xfe\x00", False, "not JSON"),
+        (b"\xff\xfe\x00", False, "UTF-16/32"),
+        # Issue 13: bytes Jira would read otherwise than the judge.
+        (b'{"fields": {"project": {"key": "SCRUM"}}, "x": "\xff"}', False, "not valid UTF-8"),
+        (b'{"fields": {"project": {"key": "SCRUM"}}, "x": "\xed\xa0\x80"}', False,
+         "not valid UTF-8"),  # encoded surrogate
+        (b'{"fields": {"project": {"key": "SCRUM"}}, "x": "\xc0\xaf"}', False,
+         "not valid UTF-8"),  # overlong
+        ('{"fields": {"project": {"key": "SCRUM"}}}'.encode("utf-16"), False, "UTF-16/32"),
+        ('{"fields": {"project": {"key": "SCRUM"}}}'.encode("utf-16-be"), False, "UTF-16/32"),
+        ('{"fields": {"project": {"key": "SCRUM"}}}'.encode("utf-32-le"), False, "UTF-16/32"),
+        (b'\xef\xbb\xbf{"fields": {"project": {"key": "SCRUM"}}}', False, "byte-order mark"),
+        (b'{"fields": {"project": {"key": "OTHER"}}, "fields": {"project": {"key": "SCRUM"}}}',
+         False, "duplicate key"),
+        (b'{"fields": {"project": {"key": "SCRUM", "key": "OTHER"}}}', False, "duplicate key"),
+        (b'{"fields": {"project": {"key": "SCRUM"}}, "n": NaN}', False, "ambiguous"),
+        (b'{"fields": {"project": {"key": "SCRUM"}}, "n": -Infinity}', False, "ambiguous"),
         (b"[" * 100_000 + b"]" * 100_000, False, "not JSON"),
         (b"1" * 10_000, False, "not JSON"),  # int too large for Python's default limit
     ],

@@ -13,6 +13,8 @@ from authz.domain.network import cidr_error, client_ip, ip_allowed, parse_ip
 SOCKET = "10.1.2.3"
 
 
+# What reaches the Check: Envoy (use_remote_address: true) has appended its own peer as the
+# right-most entry, so with N trusted proxies in front of Envoy the client is entry N + 1.
 @pytest.mark.parametrize(
     ("xff", "hops", "want"),
     [
@@ -22,15 +24,14 @@ SOCKET = "10.1.2.3"
         ("203.0.113.7, 198.51.100.1", 0, SOCKET),
         (None, 1, SOCKET),
         ("", 1, SOCKET),
-        ("203.0.113.7", 1, "203.0.113.7"),
-        ("203.0.113.7,198.51.100.1", 1, "198.51.100.1"),  # rightmost is hop 1
-        ("203.0.113.7, 198.51.100.1", 2, "203.0.113.7"),
-        ("1.1.1.1, 203.0.113.7, 198.51.100.1", 2, "203.0.113.7"),
-        ("1.1.1.1, 203.0.113.7, 198.51.100.1", 3, "1.1.1.1"),
-        ("203.0.113.7", 2, SOCKET),  # too short: fall back to the socket address
-        ("203.0.113.7, 198.51.100.1", 3, SOCKET),
-        ("  203.0.113.7  ,\t198.51.100.1 ", 2, "203.0.113.7"),
-        ("2001:db8::1, 198.51.100.1", 2, "2001:db8::1"),
+        ("203.0.113.7", 1, SOCKET),  # only Envoy's entry: no balancer in between
+        ("203.0.113.7,198.51.100.1", 1, "203.0.113.7"),  # client, balancer (Envoy's peer)
+        ("6.6.6.6, 203.0.113.7,198.51.100.1", 1, "203.0.113.7"),  # spoofed left entry
+        ("203.0.113.7, 198.51.100.1", 2, SOCKET),  # too short for 2 balancers
+        ("1.1.1.1, 203.0.113.7, 198.51.100.1", 2, "1.1.1.1"),
+        ("6.6.6.6, 1.1.1.1, 203.0.113.7, 198.51.100.1", 2, "1.1.1.1"),
+        ("  203.0.113.7  ,\t198.51.100.1 ", 1, "203.0.113.7"),
+        ("2001:db8::1, 198.51.100.1", 1, "2001:db8::1"),
         ("203.0.113.7", -1, SOCKET),
     ],
 )
@@ -38,23 +39,39 @@ def test_client_ip(xff: str | None, hops: int, want: str) -> None:
     assert client_ip(SOCKET, xff, hops) == want
 
 
+@pytest.mark.parametrize(
+    ("xff", "hops", "want"),
+    [
+        ("203.0.113.7", 1, "203.0.113.7"),  # an Envoy that does not append its peer
+        ("6.6.6.6, 203.0.113.7, 198.51.100.1", 2, "203.0.113.7"),
+        ("203.0.113.7", 2, SOCKET),
+        ("203.0.113.7", 0, SOCKET),
+    ],
+)
+def test_client_ip_without_envoy_entry(xff: str, hops: int, want: str) -> None:
+    assert client_ip(SOCKET, xff, hops, envoy_appends=False) == want
+
+
 def test_spoofed_leftmost_entries_ignored() -> None:
-    # The client writes whatever it likes on the left; the trusted proxy appends on the right.
-    spoofed = "10.0.0.1, 127.0.0.1, 192.168.0.1, 203.0.113.7"
+    # The client writes whatever it likes on the left; the trusted proxies append on the right.
+    spoofed = "10.0.0.1, 127.0.0.1, 192.168.0.1, 203.0.113.7, 192.0.2.2"
     assert client_ip(SOCKET, spoofed, 1) == "203.0.113.7"
     for hops in (1, 2):
-        assert client_ip(SOCKET, "10.0.0.1, " + "203.0.113.7, 198.51.100.1", hops) != "10.0.0.1"
+        got = client_ip(SOCKET, "10.0.0.1, 1.1.1.1, 203.0.113.7, 198.51.100.1", hops)
+        assert got != "10.0.0.1"
 
 
 @given(st.lists(st.ip_addresses(v=4).map(str), min_size=0, max_size=6),
-       st.integers(min_value=0, max_value=8))
-def test_client_ip_picks_trusted_hop_or_socket(entries: list[str], hops: int) -> None:
+       st.integers(min_value=0, max_value=8), st.booleans())
+def test_client_ip_picks_trusted_hop_or_socket(entries: list[str], hops: int,
+                                               appends: bool) -> None:
     xff = ", ".join(entries)
-    got = client_ip(SOCKET, xff, hops)
-    if hops == 0 or len(entries) < hops:
+    got = client_ip(SOCKET, xff, hops, envoy_appends=appends)
+    depth = hops + (1 if appends and hops else 0)
+    if hops == 0 or len(entries) < depth:
         assert got == SOCKET
     else:
-        assert got == entries[-hops]
+        assert got == entries[-depth]
 
 
 # --- parse_ip ----------------------------------------------------------------------------------

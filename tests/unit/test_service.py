@@ -311,7 +311,7 @@ def test_audit_sink_exception_does_not_escape(strict: bool) -> None:
 def test_event_uses_trusted_client_ip() -> None:
     svc, _, audit = service(policy=Policy(xff_trusted_hops=1))
     run(svc, req(basic("alice", SECRET), source_ip="10.9.9.9",
-                 x_forwarded_for="1.1.1.1, 203.0.113.5"))
+                 x_forwarded_for="1.1.1.1, 203.0.113.5, 10.9.9.9"))
     assert audit.events[0][0]["client_ip"] == "203.0.113.5"
     svc, _, audit = service()
     run(svc, req(basic("alice", SECRET), source_ip="10.9.9.9", x_forwarded_for="203.0.113.5"))
