@@ -149,3 +149,38 @@ def local_config(
     """Load a shipped config, patch it to local addresses, write it; returns the file path."""
     cfg = patch(load(name), listener_port=listener_port, admin_port=admin_port, clusters=clusters)
     return write(cfg, path, directory=directory)
+
+
+def _managers(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The HTTP connection managers of the Jira listener (``jira``; every listener without)."""
+    out = []
+    listeners = config.get("static_resources", {}).get("listeners", [])
+    named = [x for x in listeners if x.get("name") == "jira"]
+    for listener in named or listeners:
+        for chain in listener.get("filter_chains", []):
+            for f in chain.get("filters", []):
+                if f.get("name") == "envoy.filters.network.http_connection_manager":
+                    out.append(f["typed_config"])
+    return out
+
+
+def client_ip_conflict(
+    config: Mapping[str, Any], xff_trusted_hops: int, envoy_appends_peer: bool = True
+) -> str | None:
+    """Why jira-authz's client_ip settings contradict this Envoy config, or None.
+
+    One model (docs/operations.md): Envoy's xff_num_trusted_hops is the number of proxies in
+    front of it, jira-authz's client_ip.xff_trusted_hops the same number, and
+    client_ip.envoy_appends_peer says whether Envoy appends its own peer (use_remote_address).
+    """
+    for m in _managers(config):
+        envoy_hops = int(m.get("xff_num_trusted_hops", 0))
+        appends = bool(m.get("use_remote_address", False))
+        if appends != envoy_appends_peer:
+            return (f"Envoy use_remote_address is {str(appends).lower()} but jira-authz "
+                    f"client_ip.envoy_appends_peer is {str(envoy_appends_peer).lower()}")
+        if appends and envoy_hops != xff_trusted_hops:
+            return (f"Envoy xff_num_trusted_hops is {envoy_hops} but jira-authz "
+                    f"client_ip.xff_trusted_hops is {xff_trusted_hops}: set both to the "
+                    "number of load balancers in front of Envoy")
+    return None

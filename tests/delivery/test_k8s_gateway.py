@@ -18,7 +18,9 @@ HCM = "envoy.filters.network.http_connection_manager"
 
 def _gateway_config(helm: Any, values: dict) -> str:
     values = dict(values)
-    top = {"workers": values.pop("__workers")} if "__workers" in values else {}
+    top: dict[str, Any] = {"workers": values.pop("__workers")} if "__workers" in values else {}
+    if "__hops" in values:
+        top["config"] = {"client_ip": {"xff_trusted_hops": values.pop("__hops")}}
     rendered = helm.render(CHART, {"gateway": {"enabled": True, **values}, **top})
     return rendered.find("ConfigMap", "-gateway")["data"]["envoy.yaml"]
 
@@ -37,7 +39,8 @@ GATEWAY_VALUES = {
     "three workers per pod": {"__workers": 3},
     "body routes, LB in front, custom timeout": {
         "bodyRoutes": ["/rest/api/2/issue", "/jira/rest/api/2/search"],
-        "xffNumTrustedHops": 1, "checkTimeout": "0.25s", "maxRequestBodyBytes": 1048576,
+        "xffNumTrustedHops": 1, "__hops": 1, "checkTimeout": "0.25s",
+        "maxRequestBodyBytes": 1048576,
         "jira": {"host": "jira.atlassian.svc.cluster.local", "port": 8090}, "listenPort": 10000,
     },
 }
@@ -58,6 +61,33 @@ def test_envoy_validate_rejects_a_broken_config(
     """The validation above is meaningful: a misspelt field fails it."""
     text = _gateway_config(helm, {}).replace("failure_mode_allow:", "failure_mode_alow:")
     assert _envoy_validate(envoy_bin, text, tmp_path).returncode != 0
+
+
+def test_contradicting_client_ip_settings_refused(helm: Any) -> None:
+    """Issue 13: Envoy's trusted hops and jira-authz's are one number; the chart refuses two."""
+    from helmtool import HelmError
+
+    with pytest.raises(HelmError, match="must be the same number"):
+        _gateway_config(helm, {"xffNumTrustedHops": 1})
+    with pytest.raises(HelmError, match="must be the same number"):
+        _gateway_config(helm, {"__hops": 2})
+    cfg = yaml.safe_load(_gateway_config(helm, {"xffNumTrustedHops": 2, "__hops": 2}))
+    assert _hcm(cfg)["xff_num_trusted_hops"] == 2
+
+
+def test_plain_manifests_client_ip_consistent() -> None:
+    from authz.stack.envoy_config import client_ip_conflict
+
+    docs = list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "gateway.yaml").read_text()))
+    (cm,) = [d for d in docs if d and d["kind"] == "ConfigMap"]
+    envoy = yaml.safe_load(cm["data"]["envoy.yaml"])
+    authz_docs = yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "authz.yaml").read_text())
+    (acm,) = [d for d in authz_docs if d and d["kind"] == "ConfigMap"
+              and "config.yaml" in d.get("data", {})]
+    client_ip = yaml.safe_load(acm["data"]["config.yaml"]).get("client_ip", {})
+    assert client_ip_conflict(envoy, client_ip.get("xff_trusted_hops", 0),
+                              client_ip.get("envoy_appends_peer", True)) is None
+    assert client_ip_conflict(envoy, 1) is not None
 
 
 def test_plain_manifest_gateway_config_passes_envoy_validate(
@@ -155,10 +185,16 @@ def test_admin_api_is_never_routed(both: tuple[dict, dict]) -> None:
 def test_body_routes_send_the_body_with_the_check(helm: Any) -> None:
     cfg = yaml.safe_load(_gateway_config(helm, {"bodyRoutes": ["/rest/api/2/issue"]}))
     routes = _routes(_hcm(cfg))
-    assert [r["name"] for r in routes] == ["reject-path-parameters", "with-body-0", "jira"]
-    settings = routes[1]["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
-    assert settings["check_settings"]["with_request_body"] == {
-        "max_request_bytes": 65536, "allow_partial_message": False, "pack_as_bytes": True}
+    assert [r["name"] for r in routes] == ["reject-path-parameters", "jira-attachments",
+                                           "with-body-0", "jira"]
+    (authz,) = [f for f in _hcm(cfg)["http_filters"] if f["name"].endswith("ext_authz")]
+    # Filter level: pack_as_bytes is read only there; partial instead of 413 for size.
+    assert authz["typed_config"]["with_request_body"] == {
+        "max_request_bytes": 65536, "allow_partial_message": True, "pack_as_bytes": True}
+    assert "typed_per_filter_config" not in routes[2]  # the body route inherits it
+    for r in (routes[1], routes[3]):  # attachments and everything else: never buffered
+        settings = r["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
+        assert settings["check_settings"] == {"disable_request_body_buffering": True}
 
 
 def test_gateway_image_is_the_validated_envoy_version(envoy_bin: str) -> None:

@@ -152,7 +152,9 @@ def test_security_settings(path: Path) -> None:
     assert authz["status_on_error"]["code"] in ("ServiceUnavailable", 503)
     assert authz["grpc_service"]["envoy_grpc"]["cluster_name"] == "jira_authz"
     assert authz["grpc_service"]["timeout"]
-    assert "with_request_body" not in authz
+    # Bodies as raw bytes (pack_as_bytes works at filter level only), never a 413 for size.
+    assert authz["with_request_body"] == {"max_request_bytes": 65536,
+                                          "allow_partial_message": True, "pack_as_bytes": True}
 
     routes = m["route_config"]["virtual_hosts"][0]["routes"]
     first, last = routes[0], routes[-1]
@@ -161,11 +163,22 @@ def test_security_settings(path: Path) -> None:
     per_route = first["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
     assert per_route["disabled"] is True
     assert last["match"] == {"prefix": "/"} and last["route"]["cluster"] == "jira"
+    # Buffering only on the JSON route: every other route that runs the Check turns it off.
+    for r in routes:
+        per = r.get("typed_per_filter_config", {}).get("envoy.filters.http.ext_authz", {})
+        if per.get("disabled"):
+            continue
+        buffered = not per.get("check_settings", {}).get("disable_request_body_buffering")
+        assert buffered == (r["name"] == "jira-json-body"), r["name"]
 
     # The identity header is never stripped by Envoy: jira-authz judges and replaces it.
     text = json.dumps(cfg).lower()
     assert "request_headers_to_remove" not in text
-    assert "envoy.filters.http.header_mutation" not in text
+    # header_mutation runs before ext_authz and removes exactly the method-override headers.
+    (mutation,) = [f for f in m["http_filters"] if f["name"] == "envoy.filters.http.header_mutation"]
+    assert names.index(mutation["name"]) < names.index("envoy.filters.http.ext_authz")
+    removed = {x["remove"] for x in mutation["typed_config"]["mutations"]["request_mutations"]}
+    assert removed == {"x-http-method-override", "x-http-method", "x-method-override"}
 
     cl = clusters(cfg)
     assert set(cl) >= {"jira", "jira_authz"}
