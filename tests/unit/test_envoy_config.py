@@ -175,7 +175,8 @@ def test_security_settings(path: Path) -> None:
     text = json.dumps(cfg).lower()
     assert "request_headers_to_remove" not in text
     # header_mutation runs before ext_authz and removes exactly the method-override headers.
-    (mutation,) = [f for f in m["http_filters"] if f["name"] == "envoy.filters.http.header_mutation"]
+    hm = "envoy.filters.http.header_mutation"
+    (mutation,) = [f for f in m["http_filters"] if f["name"] == hm]
     assert names.index(mutation["name"]) < names.index("envoy.filters.http.ext_authz")
     removed = {x["remove"] for x in mutation["typed_config"]["mutations"]["request_mutations"]}
     assert removed == {"x-http-method-override", "x-http-method", "x-method-override"}
