@@ -115,7 +115,18 @@ def require_binaries() -> None:
 BASE_ENV = {
     # Every Check in the server's access log: more text the hygiene scan can search.
     "JIRA_AUTHZ_LOG_ACCESS_LOG": "true",
+    # The load and fault runs reconcile every token-like call (unknown tokens too) with its
+    # audit event one by one: the rate bound of calls without a valid token is lifted here
+    # and proven with its defaults in test_edges_of_trust.py (UNTRUSTED_DEFAULTS).
+    "JIRA_AUTHZ_AUDIT_UNTRUSTED_PER_SECOND": "1000000",
+    "JIRA_AUTHZ_AUDIT_UNTRUSTED_PER_CLIENT_PER_SECOND": "1000000",
 }
+
+UNTRUSTED_DEFAULTS = {
+    "JIRA_AUTHZ_AUDIT_UNTRUSTED_PER_SECOND": "10",
+    "JIRA_AUTHZ_AUDIT_UNTRUSTED_PER_CLIENT_PER_SECOND": "1",
+}
+"""The shipped rate bound of audit events without a valid token (config defaults)."""
 
 
 def make_stack(workdir: Path, env: Mapping[str, str] | None = None, **kw: Any) -> LocalStack:
