@@ -41,7 +41,7 @@ from hardening_support import (
 from authz.stack import envoy_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import h2c  # noqa: E402
+import h2c
 
 pytestmark = pytest.mark.e2e
 
