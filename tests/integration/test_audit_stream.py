@@ -438,3 +438,34 @@ def test_values_round_trip_exactly_whatever_they_hold(private_redis: RedisServer
         await client.aclose()
 
     asyncio.run(main())
+
+
+def test_untrusted_events_rate_bounded_with_summary(private_redis: RedisServer) -> None:
+    """Issue 13: events without a token id are bounded; a summary counts the rest, known
+    tokens' events are all written one by one."""
+
+    async def main() -> None:
+        client = _client(private_redis.url)
+        now = [1000.0]
+        cfg = AuditConfig(stream=STREAM, flush_interval_seconds=0.01,
+                          untrusted_per_client_per_second=1, untrusted_per_second=1,
+                          untrusted_window_seconds=5)
+        audit = AuditStream(client, cfg, clock=lambda: now[0])
+        await audit.start()
+        for i in range(50):
+            ev = {"time": "", "token_id": "", "request_id": f"u{i}", "decision": "deny",
+                  "reason": "malformed_token", "client_ip": f"203.0.113.{i % 3}"}
+            assert audit.emit(ev)
+        for i in range(30):
+            audit.emit(_ev(i))
+        now[0] += 5  # the window ends: the flush loop writes its summary
+        await wait_for(lambda: _xlen_is(client, 5 + 1 + 30), timeout=5, what="summary")
+        entries = [f for _, f in await client.xrange(STREAM)]
+        summaries = [f for f in entries if f.get("kind") == "summary"]
+        assert len(summaries) == 1 and summaries[0]["suppressed"] == "45"
+        assert sum(1 for f in entries if f.get("request_id", "").startswith("u")) == 5
+        assert audit.stats.suppressed == 45 and audit.stats.dropped == 0
+        await audit.close(timeout=5)
+        await client.aclose()
+
+    asyncio.run(main())

@@ -247,3 +247,72 @@ def test_quick_probe_masks_exactly_as_deriving_every_fragment(
     for include_query in (False, True):
         quick = build_event(req, dec, now=1.0, include_query=include_query, secret=creds.secret)
         assert quick == build_event(req, dec, now=1.0, include_query=include_query)
+
+
+# --- issue 13: every field bounded, cuts marked ------------------------------------------------
+
+from authz.domain.audit_event import FIELD_CAPS, UNTRUSTED_CAPS  # noqa: E402
+
+UNKNOWN = Decision(outcome=Outcome.DENY, reason=Reason.MALFORMED_TOKEN, status=401,
+                   login="x" * 9000, token_like=True)
+
+
+def test_every_field_capped_and_marked() -> None:
+    huge = "A" * 70_000
+    req = _request(path="/rest/" + huge, host="h" * 9000, query=huge,
+                   headers={"user-agent": huge, "authorization": "Bearer jat_x"},
+                   request_id=huge, trace_id=huge)
+    ev = build_event(req, UNKNOWN, now=0.0, include_query=True, client_ip="c" * 500)
+    for k, v in ev.items():
+        if k != "truncated":
+            assert len(v) <= UNTRUSTED_CAPS.get(k, 256), k
+    cut = set(ev["truncated"].split(","))
+    assert {"path", "host", "query", "user_agent", "login", "request_id", "trace_id",
+            "client_ip"} <= cut
+    assert sum(len(v) for v in ev.values()) < 2500  # a stranger's event stays small
+    ev = build_event(req, ALLOW, now=0.0, include_query=True)
+    assert len(ev["path"]) == FIELD_CAPS["path"] and "path" in ev["truncated"]
+
+
+def test_nothing_marked_when_nothing_cut() -> None:
+    ev = build_event(_request(), ALLOW, now=0.0, include_query=True)
+    assert "truncated" not in ev
+
+
+def test_masking_happens_before_the_cut() -> None:
+    # A secret straddling the cap must not survive half: it is masked whole first.
+    path = "/rest/" + "p" * (FIELD_CAPS["path"] - 20) + SECRET
+    ev = build_event(_request(path=path), ALLOW, now=0.0, include_query=False)
+    assert SECRET[:12] not in ev["path"]
+
+
+# --- the rate bound of events without a valid token --------------------------------------------
+
+from authz.adapters.audit_stream import UntrustedBudget  # noqa: E402
+from authz.config import AuditConfig  # noqa: E402
+
+
+def test_budget_per_client_and_overall_with_summary() -> None:
+    b = UntrustedBudget(AuditConfig(untrusted_per_client_per_second=1, untrusted_per_second=3,
+                                    untrusted_window_seconds=2))
+    # Per client: 2 per 2 s window; overall: 6.
+    got = [b.admit("1.1.1.1", "malformed_token", 100.0)[0] for _ in range(5)]
+    assert got == [True, True, False, False, False]
+    got = [b.admit(f"2.2.2.{i}", "unknown_token", 100.5)[0] for i in range(6)]
+    assert got == [True, True, True, True, False, False]
+    ok, summary = b.admit("1.1.1.1", "malformed_token", 102.0)  # next window
+    assert ok and summary is not None
+    assert summary["kind"] == "summary" and summary["suppressed"] == "5"
+    assert "1.1.1.1=3" in summary["top_clients"]
+    assert "malformed_token=3" in summary["reasons"] and "unknown_token=2" in summary["reasons"]
+    assert b.suppressed_total == 5
+    assert b.roll(103.0) is None  # nothing suppressed in this window
+    assert b.roll(104.5) is None
+
+
+def test_budget_memory_bounded_by_max_clients() -> None:
+    b = UntrustedBudget(AuditConfig(untrusted_per_client_per_second=1, untrusted_per_second=1e9,
+                                    untrusted_window_seconds=1, untrusted_max_clients=100))
+    got = [b.admit(f"10.0.{i // 256}.{i % 256}", "r", 5.0)[0] for i in range(1000)]
+    assert sum(got) == 100 and len(b.by_client) == 100
+    assert len(b.suppressed_by_client) <= 1000

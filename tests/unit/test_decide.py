@@ -645,3 +645,64 @@ def test_decision_status_matches_reason(secret: str, login: str, bearer: bool,
     assert d.status == statuses[d.reason]
     if secret == SECRET and (bearer or login != "bob"):
         assert d.outcome is Outcome.ALLOW
+
+
+# --- issue 13: what is judged is what Jira acts on -------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["post", "Post", "gEt", "GET ", "", "P\x00ST", "PROPFIND"])
+def test_non_canonical_method_refused(method: str) -> None:
+    for auth in (basic("alice", SECRET), None):  # token calls and pass-through alike
+        assert_deny(decide(req(auth, method=method)), Reason.NON_CANONICAL_METHOD, 400)
+
+
+def test_lowercase_method_never_satisfies_a_method_line() -> None:
+    t = tok(limits=("[post].*/rest/api/2/issue/.*",))
+    assert decide(req(basic("alice", SECRET), method="POST"), t).allowed
+    assert_deny(decide(req(basic("alice", SECRET), method="post"), t),
+                Reason.NON_CANONICAL_METHOD, 400)
+
+
+@pytest.mark.parametrize("host", [
+    "x/rest/api/2/issue/KANBAN-100/comment", "jira?x", "jira#x", "a@jira", "jira\\x",
+    "jira x", "", "jira:8o", "[::1", "jira\r\n", "é.example.com",
+])
+def test_host_with_path_text_refused(host: str) -> None:
+    r = req(basic("alice", SECRET))._replace(host=host)
+    assert_deny(decide(r, tok(limits=(".*/rest/api/2/issue/KANBAN-100/comment.*",))),
+                Reason.INVALID_HOST, 400)
+
+
+@pytest.mark.parametrize("scheme", ["HTTPS", "ftp", "", "https://x/rest/api/2/issue/A-1#",
+                                    "http,https"])
+def test_scheme_other_than_http_or_https_refused(scheme: str) -> None:
+    assert_deny(decide(req(basic("alice", SECRET))._replace(scheme=scheme)),
+                Reason.INVALID_SCHEME, 400)
+
+
+@pytest.mark.parametrize("header", ["x-http-method-override", "x-http-method",
+                                    "x-method-override"])
+def test_method_override_refused_on_token_calls(header: str) -> None:
+    r = req(basic("alice", SECRET), method="POST", **{header.replace("-", "_"): "DELETE"})
+    assert_deny(decide(r, tok(limits=("[post].*",))), Reason.METHOD_OVERRIDE, 400)
+    # Not a token call (a Jira password): passed to Jira's own authentication as before.
+    assert decide(req(basic("alice", "a-password"), method="POST",
+                      **{header.replace("-", "_"): "DELETE"}), None).outcome is Outcome.PASS
+
+
+def test_unbound_token_refused_under_service_credential() -> None:
+    unbound = tok(user=None)
+    r = req(basic("whoever", SECRET))
+    assert decide(r, unbound).allowed
+    policy = Policy(service_credential=True)
+    assert_deny(decide(r, unbound, policy), Reason.UNBOUND_WITH_SERVICE_CREDENTIAL, 401)
+    assert decide(req(basic("alice", SECRET)), tok(), policy).allowed  # bound: unaffected
+    allowed = Policy(service_credential=True, allow_unbound_with_service_credential=True)
+    assert decide(r, unbound, allowed).allowed
+
+
+def test_service_credential_policy_from_config(tmp_path: object) -> None:
+    cfg = load_config(environ={"JIRA_AUTHZ_IDENTITY_UPSTREAM_AUTHORIZATION_FILE": "/x"})
+    p = Policy.from_config(cfg)
+    assert p.service_credential and not p.allow_unbound_with_service_credential
+    assert not Policy.from_config(load_config(environ={})).service_credential
