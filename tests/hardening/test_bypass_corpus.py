@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from hardening_support import (
 )
 
 from authz.domain import secrets as secret_fmt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import h2c  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -161,18 +165,35 @@ def who_answered(r: Reply) -> str:
     return "envoy"
 
 
+def _body(c: Corpus, row: dict[str, Any]) -> bytes | None:
+    if "body" not in row:
+        return None
+    return c.expand(row["body"]).encode(row.get("body_encoding", "utf-8"))
+
+
 def _send_row(c: Corpus, row: dict[str, Any]) -> Reply:
     path = c.expand(row["path"])
     headers = [(k, c.expand(v)) for k, v in row.get("headers", [])]
     method = row.get("method", "GET")
+    body = _body(c, row)
+    if row.get("h2"):
+        # Prior-knowledge h2c: pseudo-headers as written (lower-case :method, :scheme https).
+        try:
+            r = h2c.request(c.stack.envoy_port, path, [(k.lower(), v) for k, v in headers],
+                            method=method, scheme=row.get("scheme", "http"),
+                            authority=row.get("authority"), body=body)
+        except ConnectionError:
+            return Reply(0, {}, b"")  # Envoy reset the stream / connection
+        return Reply(r.status, r.headers, r.body, r.echo)
     if row.get("raw"):
-        lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{c.stack.envoy_port}",
+        host = row.get("host", f"127.0.0.1:{c.stack.envoy_port}")
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}",
                  *(f"{k}: {v}" for k, v in headers), "Connection: close", "", ""]
-        wire = "\r\n".join(lines)
-        return send_raw(c.stack.envoy_port, wire.encode("latin-1"))  # bytes as written
+        wire = "\r\n".join(lines).encode("latin-1") + (body or b"")  # bytes as written
+        return send_raw(c.stack.envoy_port, wire)
     # Header values as UTF-8 bytes (http.client would send str values as latin-1).
     return send(c.stack.envoy_port, path, [(k, v.encode("utf-8")) for k, v in headers],
-                method=method)
+                method=method, body=body)
 
 
 def _observed(r: Reply) -> dict[str, Any]:
@@ -183,6 +204,7 @@ def _observed(r: Reply) -> dict[str, Any]:
         out["identity"] = hdrs.get("contextuser")
         out["authorization"] = "present" if "authorization" in hdrs else "absent"
         out["jira_path"] = r.echo["path"]
+        out["jira_method"] = r.echo["method"]
     return out
 
 
@@ -218,15 +240,24 @@ def test_bypass_attempt(corpus: Corpus, row: dict[str, Any]) -> None:
     # Then the row's own expectation, field by field.
     assert observed["status"] == expect["status"], (observed, r.body[:200])
     assert observed["by"] == expect["by"], (observed, r.body[:200])
-    for key in ("identity", "authorization", "jira_path"):
+    for key in ("identity", "authorization", "jira_path", "jira_method"):
         if key in expect:
             assert observed.get(key) == expect[key], (key, observed)
+    if "absent_headers" in expect:
+        assert r.echo is not None
+        present = {h.lower() for h in expect["absent_headers"]} & set(r.echo["headers"])
+        assert not present, f"reached Jira: {present}"
+    if "reason" in expect:
+        assert expect["reason"] in r.json()["reason"], r.body[:300]
+    if "jira_body_len" in expect:
+        assert r.echo is not None and len(r.echo["body"]) == expect["jira_body_len"]
 
 
 def test_corpus_is_broad() -> None:
     """The issue's list of tricks is covered: keep it from shrinking unnoticed."""
     groups = {r["group"] for r in ROWS}
-    assert groups == {"path", "query", "header", "credential"}
+    assert groups == {"path", "query", "header", "credential", "method", "scheme", "host",
+                      "body"}
     ids = {r["id"] for r in ROWS}
     assert len(ids) == len(ROWS), "duplicate row ids"
     assert len(ROWS) >= 100
