@@ -32,7 +32,7 @@ from hardening_support import (
 from authz.domain import secrets as secret_fmt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import h2c  # noqa: E402
+import h2c
 
 pytestmark = pytest.mark.e2e
 
