@@ -144,7 +144,7 @@ class AuditConfig:
     untrusted_per_client_per_second: float = 1.0
     """Events of calls without a valid token (malformed, unknown token …) per client address;
     the excess is counted into summary events. Calls of known tokens are always audited."""
-    untrusted_per_second: float = 10.0
+    untrusted_per_second: float = 2.0
     """The same bound over all client addresses together."""
     untrusted_window_seconds: float = 10.0
     """Rate window of the two bounds above; one summary event per window with suppressed calls."""

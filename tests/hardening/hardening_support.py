@@ -123,7 +123,7 @@ BASE_ENV = {
 }
 
 UNTRUSTED_DEFAULTS = {
-    "JIRA_AUTHZ_AUDIT_UNTRUSTED_PER_SECOND": "10",
+    "JIRA_AUTHZ_AUDIT_UNTRUSTED_PER_SECOND": "2",
     "JIRA_AUTHZ_AUDIT_UNTRUSTED_PER_CLIENT_PER_SECOND": "1",
 }
 """The shipped rate bound of audit events without a valid token (config defaults)."""
