@@ -22,7 +22,16 @@ def _outcome(o: dict[str, Any]) -> str:
         extra.append("Authorization kept")
     if "jira_path" in o:
         extra.append(f"path `{o['jira_path']}`")
+    if "jira_method" in o and o["jira_method"] != "GET":
+        extra.append(f"method {o['jira_method']}")
+    if o.get("absent_headers"):
+        extra.append("without " + ", ".join(o["absent_headers"]))
+    if "reason" in o:
+        extra.append(f"“{o['reason']}”")
     return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+_OBSERVED = ("status", "by", "identity", "authorization", "jira_path", "jira_method")
 
 
 def _cell(text: str) -> str:
@@ -55,8 +64,11 @@ def render(data: dict[str, Any]) -> str:
     out += ["", "| # | group | attempt | expected | observed |", "|---|---|---|---|---|"]
     for i, row in enumerate(data["bypass_rows"], 1):
         exp, obs = _outcome(row["expected"]), _outcome(row["observed"])
-        same = "= " if {k: v for k, v in row["observed"].items() if k in row["expected"]} == (
-            row["expected"]) else "≠ "
+        # Expectations checked on the reply itself (absent headers, reason) are not echoed in
+        # the observation: a row is "=" when every observable expectation matched.
+        observable = {k: v for k, v in row["expected"].items() if k in _OBSERVED}
+        same = "= " if {k: v for k, v in row["observed"].items() if k in observable} == (
+            observable) else "≠ "
         out.append(f"| {i} | {row['group']} | {_cell(row['attempt'])} | {_cell(exp)} | "
                    f"{same}{_cell(obs)} |")
     out += ["", "```json", json.dumps(data["notes"], indent=2, default=str), "```"]

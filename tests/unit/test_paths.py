@@ -241,3 +241,36 @@ def test_quick_pattern_agrees_with_the_rules(path: str) -> None:
     assert non_normal_reason(path) == (
         None if path and paths._PLAINLY_NORMAL.fullmatch(path) else paths._checked_reason(path)
     )
+
+
+# --- hosts and schemes (issue 13) ---------------------------------------------------------------
+
+from authz.domain.paths import host_error, scheme_error  # noqa: E402
+
+
+@pytest.mark.parametrize("host", ["jira.example.com", "jira:8080", "127.0.0.1:8000",
+                                  "[::1]:8000", "[2001:db8::1]", "ex%41mple.com", "a-b_c~d",
+                                  "jira.example.com:"])
+def test_valid_hosts(host: str) -> None:
+    assert host_error(host) is None
+
+
+@pytest.mark.parametrize("host", ["x/rest/api/2/issue/KANBAN-100/comment", "jira?x", "jira#x",
+                                  "a@jira", "jira\\x", "jira x", "", "jira:8o", "[::1", "[::1]x",
+                                  ":80", "jira:80:80", "é.example.com", "jira\t", "%", "a%2",
+                                  "h" * 300])
+def test_invalid_hosts(host: str) -> None:
+    assert host_error(host) is not None
+
+
+@given(st.text(max_size=40))
+def test_a_valid_host_never_holds_path_or_authority_text(host: str) -> None:
+    if host_error(host) is None:
+        assert not set(host) & set("/?#@\\ \t\r\n")
+        assert host.isascii()
+
+
+def test_schemes() -> None:
+    assert scheme_error("http") is None and scheme_error("https") is None
+    for bad in ("HTTP", "ftp", "", "https://x", "http,https", " http"):
+        assert scheme_error(bad) is not None
