@@ -51,6 +51,8 @@ STATUS = {
     Reason.NO_LIMIT_MATCHED: 403, Reason.ON_BEHALF_NOT_ALLOWED: 403,
     Reason.NON_NORMAL_PATH: 400, Reason.STORE_UNAVAILABLE: 503,
     Reason.AUDIT_UNAVAILABLE: 503, Reason.INTERNAL_ERROR: 503,
+    Reason.NON_CANONICAL_METHOD: 400, Reason.INVALID_HOST: 400, Reason.INVALID_SCHEME: 400,
+    Reason.METHOD_OVERRIDE: 400, Reason.UNBOUND_WITH_SERVICE_CREDENTIAL: 401,
 }
 """SPEC §6: the one status each reason is answered with."""
 
@@ -111,6 +113,11 @@ def check_invariants(req: HttpRequest, d: Decision) -> None:
         assert paths.non_normal_reason(req.path) is None
         assert tomcat_view(req.path) == unquote(req.path)
         assert req.path.startswith("/rest/")
+        # ... with the canonical method, an RFC 3986 host and http(s) Jira acts on ...
+        assert req.method.isupper() and req.method.isalpha()
+        assert paths.host_error(req.host) is None and req.scheme in ("http", "https")
+        assert not any(h in req.headers for h in ("x-http-method-override", "x-http-method",
+                                                  "x-method-override"))
         # ... inside the token's limits ...
         if d.token.limits:
             assert any(re.fullmatch(lim, req.url) for lim in d.token.limits), req.url
