@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from authz.config import ENV_PREFIX
+from authz.config import ENV_PREFIX, load_config
 from authz.stack import envoy_config
 from authz.stack.processes import (
     DEFAULT_START_TIMEOUT,
@@ -315,6 +315,14 @@ class LocalStack:
             clusters={"jira": (HOST, self.stub_port), "jira_authz": (HOST, self.check_ports)},
             path=self.envoy_config_path,
         )
+        # One client-IP model (docs/operations.md): refuse an Envoy whose trusted hops
+        # contradict the server's instead of starting a stack that judges the wrong address.
+        ip = load_config(self.authz_config_path, environ=self._authz_env()).client_ip
+        conflict = envoy_config.client_ip_conflict(
+            envoy_config.load(self.envoy_config_path), ip.xff_trusted_hops, ip.envoy_appends_peer
+        )
+        if conflict:
+            raise StackError(f"client IP settings contradict each other: {conflict}")
         argv = [
             find_envoy(),
             "-c", str(self.envoy_config_path),

@@ -538,3 +538,11 @@ def test_unbound_tokens_refused_under_service_credential(private_stack: Any,
     assert r.status == 200 and r.echo is not None
     assert r.echo["headers"]["authorization"] == service
     assert r.echo["headers"]["contextuser"] == "alice"
+
+
+def test_stack_refuses_contradicting_client_ip_settings(private_stack: Any) -> None:
+    """The shipped sidecar trusts no hop; a server told to trust one is refused at start."""
+    from authz.stack.processes import StackError
+
+    with pytest.raises(StackError, match="xff_num_trusted_hops is 0"):
+        private_stack(env={"JIRA_AUTHZ_CLIENT_IP_XFF_TRUSTED_HOPS": "1"})

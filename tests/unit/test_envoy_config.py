@@ -309,3 +309,13 @@ def test_header_with_underscore_rejected(envoy_without_authz: int) -> None:
     )
     assert status == 400
     assert "x-stub-jira" not in headers
+
+
+def test_client_ip_conflict_detects_contradicting_hops() -> None:
+    """Issue 13: Envoy's trusted hops and jira-authz's are one number."""
+    for name in (envoy_config.SIDECAR, envoy_config.GATEWAY):
+        cfg = envoy_config.load(name)
+        assert envoy_config.client_ip_conflict(cfg, 0) is None
+        assert "xff_num_trusted_hops is 0" in (envoy_config.client_ip_conflict(cfg, 1) or "")
+        assert "use_remote_address" in (
+            envoy_config.client_ip_conflict(cfg, 0, envoy_appends_peer=False) or "")
