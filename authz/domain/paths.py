@@ -9,6 +9,7 @@ or not the Envoy in front was configured right.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 # Bytes that must never arrive percent-encoded: they change how the path is split or resolved.
@@ -119,6 +120,7 @@ HOST_MAX = 255
 SCHEMES = frozenset({"http", "https"})
 
 
+@lru_cache(maxsize=1024)
 def host_error(host: str) -> str | None:
     """Why ``host`` (``:authority``) is not an RFC 3986 host[:port], or None when it is.
 
