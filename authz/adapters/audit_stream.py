@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import logging
 import time
@@ -97,6 +98,17 @@ def _encode_event(event: dict[str, str]) -> bytes:
     return joined.encode("utf-8", "replace")
 
 
+def _client_key(ip: str) -> str:
+    """IPv6 clients counted per /64: one host usually holds a whole /64 to rotate through."""
+    if ":" not in ip:
+        return ip
+    try:
+        net = ipaddress.ip_network(f"{ip}/64", strict=False)
+    except ValueError:
+        return ip[:64]
+    return f"{net.network_address}/64"
+
+
 class UntrustedBudget:
     """Rate bound of events for calls without a valid token (SPEC §7).
 
@@ -124,6 +136,7 @@ class UntrustedBudget:
     def admit(self, client: str, reason: str, now: float) -> tuple[bool, dict[str, str] | None]:
         """Whether this event is written, and the summary of a window that just ended."""
         summary = self.roll(now)
+        client = _client_key(client)
         seen = self.by_client.get(client)
         if seen is None and len(self.by_client) >= self.max_clients:
             ok = False

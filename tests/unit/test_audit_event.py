@@ -316,3 +316,12 @@ def test_budget_memory_bounded_by_max_clients() -> None:
     got = [b.admit(f"10.0.{i // 256}.{i % 256}", "r", 5.0)[0] for i in range(1000)]
     assert sum(got) == 100 and len(b.by_client) == 100
     assert len(b.suppressed_by_client) <= 1000
+
+
+def test_budget_counts_ipv6_clients_per_64() -> None:
+    b = UntrustedBudget(AuditConfig(untrusted_per_client_per_second=1, untrusted_per_second=1e9,
+                                    untrusted_window_seconds=3))
+    got = [b.admit(f"2001:db8:1:2::{i:x}", "r", 1.0)[0] for i in range(10)]
+    assert sum(got) == 3  # one /64, one budget
+    assert b.admit("2001:db8:1:3::1", "r", 1.0)[0]  # another /64
+    assert list(b.by_client) == ["2001:db8:1:2::/64", "2001:db8:1:3::/64"]
