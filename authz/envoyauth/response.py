@@ -21,6 +21,16 @@ _ERROR_TEXT = {
 }
 
 
+def deny_body(status: int, message: str) -> str:
+    """Jira's own error shape (``errorMessages``, ``errors``), which client libraries such as
+    ``jira`` and ``atlassian-python-api`` read and show, plus our ``error`` and ``reason``."""
+    return json.dumps(
+        {"errorMessages": [message], "errors": {}, "error": _ERROR_TEXT.get(status, "denied"),
+         "reason": message},
+        separators=(",", ":"),
+    )
+
+
 def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
     # append_action set explicitly: an unset action means *append* in newer Envoy.
     return base_pb2.HeaderValueOption(
@@ -92,11 +102,7 @@ class ResponseBuilder:
 
     def _deny(self, decision: Decision) -> external_auth_pb2.CheckResponse:
         status = decision.status
-        body = json.dumps(
-            {"error": _ERROR_TEXT.get(status, "denied"), "reason": decision.message or
-             decision.reason.value},
-            separators=(",", ":"),
-        )
+        body = deny_body(status, decision.message or decision.reason.value)
         headers = [_header("content-type", _JSON), _header("cache-control", "no-store")]
         if status == 401:
             headers.append(_header("www-authenticate", f'Basic realm="{self.realm}"'))
