@@ -12,7 +12,8 @@ from google.rpc import code_pb2, status_pb2
 from authz.domain.model import Decision, Outcome
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_JSON = "application/json"
+# Exactly what Jira sends: atlassian-python-api reads a 401 body only with this value.
+_JSON = "application/json;charset=UTF-8"
 _ERROR_TEXT = {
     400: "bad_request",
     401: "unauthorized",

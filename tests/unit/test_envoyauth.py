@@ -247,7 +247,7 @@ def test_deny_status_and_body(status: int, grpc: int, error: str) -> None:
     assert json.loads(denied.body) == {"errorMessages": ["why it was refused"], "errors": {},
                                        "error": error, "reason": "why it was refused"}
     hdrs = headers_of(denied.headers)
-    assert hdrs["content-type"][0] == "application/json"
+    assert hdrs["content-type"][0] == "application/json;charset=UTF-8"
     assert hdrs["cache-control"][0] == "no-store"
     assert ("www-authenticate" in hdrs) is (status == 401)
 
