@@ -187,6 +187,9 @@ class LocalStack:
         """Start every part in dependency order; on failure stop what was started and raise.
         Once everything answers, ``stack.json`` in the workdir says where the parts are."""
         try:
+            # The one port a user picks: refused before anything starts, with the way out.
+            ensure_port_free(HOST, self.envoy_port, "envoy listener",
+                             hint="choose another with --port")
             if self._own_redis:
                 self._progress(f"starting redis on {self.redis_url}")
                 self.start_redis()
@@ -222,8 +225,10 @@ class LocalStack:
 
     def stop(self, *, remove_workdir: bool = True) -> None:
         """Stop in reverse order: Envoy first, so nothing reaches a half-stopped backend."""
-        with contextlib.suppress(OSError):
-            stack_state.remove(self.workdir)
+        mine = stack_state.read(self.workdir)
+        if mine is not None and mine.pid == os.getpid() and mine.redis_url == self.redis_url:
+            with contextlib.suppress(OSError):
+                stack_state.remove(self.workdir)
         for child in (self._envoy, self._stub, self._authz, self._redis):
             if child is not None:
                 with contextlib.suppress(Exception):
@@ -439,6 +444,11 @@ def run_up(args: argparse.Namespace) -> int:
     rc = 0
     try:
         try:
+            running = stack_state.read(Path(args.workdir))
+            if running is not None and running.alive():
+                raise StackError(
+                    f"a stack is already running from {args.workdir} (pid {running.pid}, "
+                    f"{running.jira_url}); stop it first, or give another --workdir")
             env_url = os.environ.get(f"{ENV_PREFIX}REDIS_URL")
             redis_url = args.redis_url or env_url or None
             if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
