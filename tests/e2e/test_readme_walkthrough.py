@@ -68,8 +68,11 @@ def env_without_config() -> dict[str, str]:
     return env
 
 
+Up = tuple[Path, int, "subprocess.Popen[str]"]
+
+
 @pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int, subprocess.Popen[str]]]:
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     try:
         find_envoy()
         find_redis_server()
@@ -104,7 +107,7 @@ def run(cwd: Path, command: str, env: dict[str, str] | None = None
                           timeout=60)
 
 
-def test_readme_walkthrough_outputs_are_true(up: tuple[Path, int, subprocess.Popen[str]]) -> None:
+def test_readme_walkthrough_outputs_are_true(up: Up) -> None:
     cwd, port, _ = up
     steps = walkthrough()
     assert len(steps) >= 10
@@ -134,7 +137,7 @@ def test_readme_walkthrough_outputs_are_true(up: tuple[Path, int, subprocess.Pop
                 assert echo["headers"]["contextuser"] == "alice"
 
 
-def test_up_serves_the_admin_api_it_prints(up: tuple[Path, int, subprocess.Popen[str]]) -> None:
+def test_up_serves_the_admin_api_it_prints(up: Up) -> None:
     cwd, _, _ = up
     st = json.loads((cwd / ".local-stack" / "stack.json").read_text())
     assert "secret" not in json.dumps(st).lower()
@@ -148,7 +151,7 @@ def test_up_serves_the_admin_api_it_prints(up: tuple[Path, int, subprocess.Popen
 
 
 def test_a_second_up_a_busy_port_and_a_dead_redis_fail_at_once(
-        up: tuple[Path, int, subprocess.Popen[str]], tmp_path: Path) -> None:
+        up: Up, tmp_path: Path) -> None:
     cwd, port, proc = up
 
     def up_again(where: Path, *args: str, env: dict[str, str] | None = None
