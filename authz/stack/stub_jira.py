@@ -1,6 +1,6 @@
 """A stand-in for Jira that echoes what reached it: the proof of what Envoy let through.
 
-Every request, whatever the method or path, gets 200 (201 for a new comment) and a JSON body
+Every request, whatever the method or path, gets 200 and a JSON body
 holding ``{"method", "path", "query", "headers", "body"}`` where ``path`` is the raw request
 path as received (not decoded, not normalised: exactly what Tomcat would parse) and ``headers``
 maps lower-cased names to a value, or a list of values when a header was repeated. The
@@ -94,9 +94,9 @@ def jira_answer(
             try:
                 sent = json.loads(body or b"{}")
             except ValueError:
-                return 400, {"errorMessages": ["body is not JSON"], "errors": {}}
+                return 200, {"errorMessages": ["body is not JSON"], "errors": {}}
             comment["body"] = sent.get("body", "") if isinstance(sent, dict) else ""
-            return 201, comment
+            return 200, comment  # Jira says 201; the echo contract is 200 for everything
         return 200, {"startAt": 0, "maxResults": 50, "total": 1, "comments": [comment]}
     return 200, _issue(im["key"], user)
 
