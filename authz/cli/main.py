@@ -62,9 +62,15 @@ def parse_absolute_time(text: str, flag: str) -> float:
 
 
 def _config(args: argparse.Namespace) -> Config:
+    from authz.cli.store import StoreChoiceError, check_redis_url
+
     cfg = load_config(getattr(args, "config", None))
     url = getattr(args, "redis_url", None)
     if url:
+        try:
+            check_redis_url(url, "--redis-url")
+        except StoreChoiceError as e:
+            raise CliError(str(e)) from None
         cfg = dataclasses.replace(cfg, redis=dataclasses.replace(cfg.redis, url=url))
     return cfg
 

@@ -296,7 +296,7 @@ def lint_line(line: str) -> list[str]:
     if _never_matches_a_url(url_part):
         out.append(f"{url_part!r} can never match: the URL regex must match the whole "
                    "scheme://host/path (start it with '.*', e.g. '.*/rest/…')")
-    tail = _widening_tail(url_part)
+    tail = None if out else _widening_tail(url_part)  # a line that never matches: enough said
     if tail is not None:
         out.append(f"'{tail}.*' also allows longer names such as '{tail}0' and '{tail}x'; "
                    f"end with '{tail}(/.*)?' to allow only '{tail}' and what is below it")
