@@ -437,7 +437,8 @@ def _show_audit(args: argparse.Namespace, records: Sequence[Any], header: bool =
 def _store_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where tokens live (one of)")
     g.add_argument("--config", help="YAML config file (environment JIRA_AUTHZ_* overrides it)")
-    g.add_argument("--redis-url", help="Redis URL (default: config, or JIRA_AUTHZ_REDIS_URL)")
+    g.add_argument("--redis-url", help="Redis URL (default: JIRA_AUTHZ_REDIS_URL, --config, the "
+                   "local stack started in this directory, else redis://127.0.0.1:6379/0)")
     g.add_argument("--admin-url", help="admin API host:port (grpc://host:port; https://host:port "
                    "for TLS)")
     g.add_argument("--admin-token-file", help="file with the admin bearer secret "
@@ -624,3 +625,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # the contract is one line, even for what nobody foresaw
+        text = " ".join(str(e).split())[:300]
+        print(f"jira-authz: unexpected {type(e).__name__}: {text} (please report this)",
+              file=sys.stderr)
+        return EXIT_FAIL
