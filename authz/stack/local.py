@@ -508,5 +508,8 @@ def _print_info(stack: LocalStack) -> None:
         "  jira-authz token create --label try --user alice --limit '.*/rest/api/2/myself'",
         f"  curl -u alice:TOKEN {stack.envoy_url}/rest/api/2/myself",
         f"snippets point at {stack.envoy_url} (token create/snippet --base-url to change)",
+        "the same through the admin API:",
+        f"  jira-authz token list --admin-url {stack.admin_url} "
+        f"--admin-token-file {stack.admin_token_file}",
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)

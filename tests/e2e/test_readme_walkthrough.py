@@ -148,6 +148,12 @@ def test_up_serves_the_admin_api_it_prints(up: Up) -> None:
     made = json.loads(r.stdout)
     r = run(cwd, "jira-authz token list --json")
     assert r.returncode == 0 and made["id"] in r.stdout  # the same store, found by itself
+    # The admin command up prints works as printed.
+    printed = [ln.strip() for ln in (cwd / "up.stderr").read_text().splitlines()
+               if ln.strip().startswith("jira-authz token list --admin-url")]
+    assert len(printed) == 1, (cwd / "up.stderr").read_text()
+    r = run(cwd, printed[0] + " --json")
+    assert r.returncode == 0 and made["id"] in r.stdout, r.stdout
 
 
 def test_a_second_up_a_busy_port_and_a_dead_redis_fail_at_once(
