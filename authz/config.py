@@ -153,6 +153,13 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class JiraConfig:
+    base_url: str = ""
+    """Jira's URL as clients call it (e.g. https://jira.example.com): the CLI's snippets use it,
+    and token test resolves a path-only --url against it. The local stack sets its own."""
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     max_lifetime_days: float = 0.0
     """Tokens must expire within this many days (0: no maximum)."""
@@ -211,6 +218,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     log: LogConfig = field(default_factory=LogConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
+    jira: JiraConfig = field(default_factory=JiraConfig)
 
     @property
     def token_path_prefixes(self) -> tuple[str, ...]:
@@ -321,6 +329,21 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("tracing.sample_ratio", "must be between 0 and 1")
     if cfg.policy.max_lifetime_days < 0:
         raise ConfigError("policy.max_lifetime_days", "must be >= 0")
+    _check_base_url(cfg.jira.base_url)
+
+
+def _check_base_url(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    if not url:
+        return
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.netloc
+            or parts.query or parts.fragment):
+        raise ConfigError("jira.base_url", f"{url!r} must be http(s)://host[:port][/context]")
 
 
 # --- loading ----------------------------------------------------------------------------------

@@ -38,7 +38,10 @@ class Reply:
 def read_reply(resp: http.client.HTTPResponse) -> Reply:
     data = resp.read()
     hdrs = {k.lower(): v for k, v in resp.getheaders()}
-    echo = json.loads(data) if hdrs.get("x-stub-jira") == "1" else None
+    echo = None
+    if hdrs.get("x-stub-jira") == "1":
+        # Jira answers that are arrays (/field) carry the echo in a header instead.
+        echo = json.loads(hdrs["x-stub-echo"]) if "x-stub-echo" in hdrs else json.loads(data)
     return Reply(resp.status, hdrs, data, echo)
 
 

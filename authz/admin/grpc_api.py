@@ -52,8 +52,16 @@ def token_pb(token: Token, now: float) -> admin_pb2.Token:
         expires_at=token.expires_at or 0.0, limits=list(token.limits), ips=list(token.ips),
         on_behalf_of=list(token.on_behalf_of), revoked_at=token.revoked_at or 0.0,
         last_used_at=token.last_used_at or 0.0, use_count=token.use_count,
-        state=_STATE[token.state(now)],
+        state=_STATE[token.state(now)], limit_warnings=limit_lint(token.limits),
     )
+
+
+def limit_lint(lines: Any) -> list[str]:
+    """Lint warnings of a token's lines (``domain.limits.lint``), for every answer that
+    shows lines: the API says what the CLI and the import report say."""
+    from authz.domain.limits import lint
+
+    return lint(list(lines))
 
 
 def token_from_pb(pb: admin_pb2.Token) -> Token:
@@ -78,6 +86,17 @@ class AdminAuth:
             if len(secret) < 16:
                 raise ValueError(f"{token_file}: admin secret must be at least 16 characters")
             self._digest = hashlib.sha256(secret.encode()).digest()
+
+    def refusal(self, context: grpc.aio.ServicerContext) -> str:
+        """Why a call without an accepted credential is refused: none sent, or a wrong one
+        (the two need different fixes; neither message says anything about the secret)."""
+        md = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        if md.get("authorization", "").strip():
+            return "admin credential rejected: the bearer secret does not match admin.token_file"
+        if self._digest is not None:
+            return ("admin credential required: send authorization: Bearer <admin secret> "
+                    "(CLI: --admin-token-file or JIRA_AUTHZ_ADMIN_TOKEN)")
+        return "admin credential required: a client certificate signed by admin.client_ca_file"
 
     def actor(self, context: grpc.aio.ServicerContext) -> str | None:
         md = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
@@ -107,7 +126,7 @@ class AdminServicer(admin_pb2_grpc.TokenAdminServicer):
     ) -> T:
         actor = self.auth.actor(context)
         if actor is None:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "admin credential required")
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, self.auth.refusal(context))
         admin = TokenAdmin(self.client, self.cfg, actor=actor or "")
         try:
             return await fn(admin)
@@ -130,7 +149,8 @@ class AdminServicer(admin_pb2_grpc.TokenAdminServicer):
 
         async def op(a: TokenAdmin) -> admin_pb2.CreateTokenResponse:
             token, secret = await a.create(req)
-            return admin_pb2.CreateTokenResponse(token=token_pb(token, a.clock()), secret=secret)
+            return admin_pb2.CreateTokenResponse(token=token_pb(token, a.clock()), secret=secret,
+                                                 warnings=limit_lint(token.limits))
 
         return await self._run(context, op)
 
@@ -183,10 +203,14 @@ class AdminServicer(admin_pb2_grpc.TokenAdminServicer):
 
     async def TestLimits(self, request: Any, context: Any) -> admin_pb2.TestLimitsResponse:
         async def op(a: TokenAdmin) -> admin_pb2.TestLimitsResponse:
-            r = await a.test_limits(request.id, method=request.method, url=request.url,
-                                    body=request.body or None)
+            r = await a.test_limits(request.id, method=request.method or "GET",
+                                    url=request.url, body=request.body or None,
+                                    login=request.login, client_ip=request.client_ip,
+                                    headers=sorted(request.headers.items()))
             return admin_pb2.TestLimitsResponse(
-                allowed=r.allowed, matched_line=r.matched_line, reason=r.reason
+                allowed=r.allowed, matched_line=r.matched_line, reason=r.reason,
+                status=r.status, code=r.code, effective_user=r.effective_user,
+                client_ip=r.client_ip, url=r.url, login=r.login,
             )
 
         return await self._run(context, op)
@@ -200,6 +224,7 @@ class AdminServicer(admin_pb2_grpc.TokenAdminServicer):
                     admin_pb2.ImportedToken(
                         label=it.label, user=it.user, id=rep.ids.get(it.index, ""),
                         status=it.status, problems=list(it.problems),
+                        warnings=limit_lint(it.request.limits if it.request else ()),
                     )
                     for it in rep.items
                 ],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis.asyncio import Redis
@@ -35,6 +35,8 @@ from authz.domain.model import Token
 from authz.domain.secrets import hash_secret
 
 MAX_PAGE = 1000
+DEFAULT_BASE_URL = "https://jira.example.com"
+"""Where path-only URLs and snippets point when ``jira.base_url`` is not configured."""
 
 
 class AdminError(Exception):
@@ -51,9 +53,21 @@ def not_found(token_id: str) -> AdminError:
 
 @dataclass(frozen=True)
 class LimitTest:
+    """The server's complete decision for a request, made without sending it."""
+
     allowed: bool
     matched_line: str
     reason: str
+    """Human-readable: the deny body's reason, or which line allowed it."""
+    status: int = 0
+    """HTTP status the client would get (200 on allow)."""
+    code: str = ""
+    """Reason code as in the audit and metrics (``ok``, ``revoked``, ``no_limit_matched``…)."""
+    effective_user: str = ""
+    client_ip: str = ""
+    url: str = ""
+    """``scheme://host/path`` the lines were matched against."""
+    login: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,8 @@ class ImportReport:
     applied: bool
     ids: dict[int, str]
     """Item index → id of the token written (only when applied)."""
+    warnings: dict[int, list[str]] = field(default_factory=dict)
+    """Item index → limit-line lint (filled by API clients from the server's answer)."""
 
 
 class TokenAdmin:
@@ -220,18 +236,32 @@ class TokenAdmin:
         return new, secret, previous
 
     async def test_limits(
-        self, token_id: str, *, method: str, url: str, body: bytes | None = None
+        self,
+        token_id: str,
+        *,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        login: str = "",
+        client_ip: str = "",
+        headers: Sequence[tuple[str, str]] = (),
     ) -> LimitTest:
+        """The Check's own decision for this request (``domain.dry_run``), so the tester
+        never says ALLOW where the server refuses."""
+        from authz.domain import dry_run
+        from authz.domain.decide import Policy
+
         token = await self._get(token_id)
-        base, _, query = url.partition("?")
-        result = limits_mod.match(
-            limits_mod.compile_limits(token.limits),
-            method=method, url=base, query=query, body=body,
-        )
-        if result.allowed:
-            line = result.line
-            return LimitTest(True, line, f"allowed by {line!r}" if line else "token has no limits")
-        return LimitTest(False, "", result.why)
+        req = dry_run.DryRunRequest(method=method, url=url, login=login, client_ip=client_ip,
+                                    headers=tuple(headers), body=body)
+        try:
+            r = dry_run.dry_run(token, req, Policy.from_config(self.cfg),
+                                base_url=self.cfg.jira.base_url or DEFAULT_BASE_URL,
+                                now=self.clock())
+        except dry_run.DryRunError as e:
+            raise AdminError("invalid", str(e)) from None
+        return LimitTest(r.allowed, r.matched_line, r.message, r.status, r.code,
+                         r.effective_user, r.client_ip, r.url, r.login)
 
     async def import_extender(self, data: bytes | str, *, apply: bool) -> ImportReport:
         now = self.clock()

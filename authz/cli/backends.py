@@ -36,7 +36,8 @@ class Backend(Protocol):
     async def revoke(self, token_id: str) -> Token: ...
     async def rotate(self, token_id: str, *, grace_seconds: float) -> tuple[Token, str, Token]: ...
     async def test_limits(self, token_id: str, *, method: str, url: str,
-                          body: bytes | None) -> LimitTest: ...
+                          body: bytes | None, login: str = "", client_ip: str = "",
+                          headers: Sequence[tuple[str, str]] = ()) -> LimitTest: ...
     async def import_extender(self, data: bytes, *, apply: bool) -> ImportReport: ...
     async def audit(self, **filters: Any) -> list[AuditRecord]: ...
     async def close(self) -> None: ...
@@ -87,8 +88,8 @@ class RemoteBackend:
         from authz._proto.jira_authz.admin.v1 import admin_pb2, admin_pb2_grpc
 
         self.pb = admin_pb2
-        target = url.removeprefix("grpc://").removeprefix("https://").removeprefix("grpcs://")
-        secure = url.startswith(("https://", "grpcs://")) or bool(cert_file)
+        target, secure = admin_target(url)
+        secure = secure or bool(cert_file)
         if secure:
             creds = grpc.ssl_channel_credentials(
                 root_certificates=Path(ca_file).read_bytes() if ca_file else None,
@@ -157,10 +158,17 @@ class RemoteBackend:
         return self._token(r.token), r.secret, self._token(r.previous)
 
     async def test_limits(self, token_id: str, *, method: str, url: str,
-                          body: bytes | None) -> LimitTest:
+                          body: bytes | None, login: str = "", client_ip: str = "",
+                          headers: Sequence[tuple[str, str]] = ()) -> LimitTest:
+        joined: dict[str, str] = {}
+        for name, value in headers:
+            key = name.strip().lower()
+            joined[key] = f"{joined[key]},{value.strip()}" if key in joined else value.strip()
         r = await self._call("TestLimits", self.pb.TestLimitsRequest(
-            id=token_id, method=method, url=url, body=body or b""))
-        return LimitTest(r.allowed, r.matched_line, r.reason)
+            id=token_id, method=method, url=url, body=body or b"", login=login,
+            client_ip=client_ip, headers=joined))
+        return LimitTest(r.allowed, r.matched_line, r.reason, r.status, r.code,
+                         r.effective_user, r.client_ip, r.url, r.login)
 
     async def import_extender(self, data: bytes, *, apply: bool) -> ImportReport:
         r = await self._call("ImportTokens", self.pb.ImportTokensRequest(
@@ -168,7 +176,8 @@ class RemoteBackend:
         items = [ImportItem(i, t.label, t.user, None, t.status, tuple(t.problems))
                  for i, t in enumerate(r.tokens, 1)]
         ids = {i: t.id for i, t in enumerate(r.tokens, 1) if t.id}
-        return ImportReport(items, r.applied, ids)
+        warnings = {i: list(t.warnings) for i, t in enumerate(r.tokens, 1) if t.warnings}
+        return ImportReport(items, r.applied, ids, warnings)
 
     async def audit(self, **filters: Any) -> list[AuditRecord]:
         r = await self._call("QueryAudit", self.pb.QueryAuditRequest(
@@ -182,14 +191,47 @@ class RemoteBackend:
         await self.channel.close()
 
 
+_PLAIN = ("grpc://", "http://")
+_TLS = ("https://", "grpcs://")
+
+
+def admin_target(url: str) -> tuple[str, bool]:
+    """``host:port`` and whether TLS is used, from ``--admin-url``; one line when unusable
+    (gRPC's own parser answers 'Misformatted domain name' for anything unexpected)."""
+    text = url.strip()
+    secure = text.startswith(_TLS)
+    for prefix in (*_PLAIN, *_TLS):
+        text = text.removeprefix(prefix)
+    text = text.rstrip("/")
+    host, sep, port = text.rpartition(":")
+    if (not sep or not host or not port.isdigit() or not 0 < int(port) < 65536
+            or "/" in host or "://" in text or any(c.isspace() for c in text)):
+        raise BackendError(f"--admin-url {url!r}: expected host:port, grpc://host:port or "
+                           "https://host:port (the admin API is gRPC, with no path)")
+    return text, secure
+
+
+def admin_secret(text: str, source: str) -> str:
+    """The admin bearer secret: one line of visible ASCII (a newline or a space inside would
+    break the gRPC metadata with a core error)."""
+    secret = text.strip()
+    if not secret:
+        raise BackendError(f"{source} is empty")
+    if not all(0x21 <= ord(c) <= 0x7E for c in secret):
+        raise BackendError(f"{source}: the admin secret must be one line of visible ASCII "
+                           "characters (no spaces, no second line)")
+    return secret
+
+
 def open_backend(args: Any, cfg: Config) -> Backend:
     actor = default_actor()
     if getattr(args, "admin_url", None):
         token = None
         if args.admin_token_file:
-            token = Path(args.admin_token_file).read_text(encoding="utf-8").strip()
-        else:
-            token = os.environ.get("JIRA_AUTHZ_ADMIN_TOKEN") or None
+            token = admin_secret(Path(args.admin_token_file).read_text(encoding="utf-8"),
+                                 args.admin_token_file)
+        elif os.environ.get("JIRA_AUTHZ_ADMIN_TOKEN"):
+            token = admin_secret(os.environ["JIRA_AUTHZ_ADMIN_TOKEN"], "JIRA_AUTHZ_ADMIN_TOKEN")
         return RemoteBackend(args.admin_url, token=token, ca_file=args.admin_ca,
                              cert_file=args.admin_cert, key_file=args.admin_key, actor=actor)
     return DirectBackend(cfg, actor)

@@ -1,8 +1,10 @@
 """``jira-authz``: serve, run the local stack, manage tokens, read the audit.
 
 Token and audit commands work against Redis directly (``--redis-url``) or through the admin API
-(``--admin-url``). Every error ends with a one-line reason on stderr and exit code 1 (2 for
-usage errors), never a traceback.
+(``--admin-url``); without either they find a running local stack by themselves
+(``authz.cli.store``). Exit codes: 0 success, 1 an error (one line on stderr: bad argument
+value, unreachable store, refused operation), 2 a usage error (unknown flag, missing argument;
+one line too), 3 ``token test`` answered DENY. Never a traceback.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from authz.cli import render
 from authz.config import Config, ConfigError, load_config
 from authz.domain.issuing import DAY, TokenRequest
 
 EXIT_FAIL = 1
+EXIT_USAGE = 2
+EXIT_DENY = 3
 T = TypeVar("T")
 
 
@@ -44,10 +48,29 @@ def parse_time(text: str, flag: str) -> float:
     return value.timestamp()
 
 
+def parse_absolute_time(text: str, flag: str) -> float:
+    """An absolute ISO-8601 date or date-time (UTC when no zone): ``--expires-at 2h`` is not
+    two hours ago, nor (here) two hours from now."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"{flag}: {text!r} is not an absolute ISO-8601 date or time such as "
+                       "2027-01-31 or 2027-01-31T12:00:00Z") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
+
+
 def _config(args: argparse.Namespace) -> Config:
+    from authz.cli.store import StoreChoiceError, check_redis_url
+
     cfg = load_config(getattr(args, "config", None))
     url = getattr(args, "redis_url", None)
     if url:
+        try:
+            check_redis_url(url, "--redis-url")
+        except StoreChoiceError as e:
+            raise CliError(str(e)) from None
         cfg = dataclasses.replace(cfg, redis=dataclasses.replace(cfg.redis, url=url))
     return cfg
 
@@ -57,8 +80,10 @@ def _run(args: argparse.Namespace, fn: Callable[[Any], Awaitable[T]]) -> T:
     from authz.adapters.redis_store import StoreError, StoreUnavailable
     from authz.admin.operations import AdminError
     from authz.cli.backends import BackendError, open_backend
+    from authz.cli.store import StoreChoiceError, masked_url
 
-    cfg = _config(args)
+    target = _target(args)
+    cfg = target.cfg
 
     async def go() -> T:
         backend = open_backend(args, cfg)
@@ -72,11 +97,50 @@ def _run(args: argparse.Namespace, fn: Callable[[Any], Awaitable[T]]) -> T:
     except AdminError as e:
         raise CliError(str(e)) from None
     except StoreUnavailable:
-        raise CliError("cannot reach Redis (check --redis-url / JIRA_AUTHZ_REDIS_URL)") from None
-    except (StoreError, BackendError) as e:
+        raise CliError(f"cannot reach Redis at {masked_url(cfg.redis.url)} ({target.source})"
+                       ) from None
+    except (StoreError, BackendError, StoreChoiceError) as e:
         raise CliError(str(e)) from None
+    except ValueError as e:  # redis-py's URL parser, for what the checks above let through
+        raise CliError(f"{target.source}: {e}") from None
     except OSError as e:
         raise CliError(f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")) from None
+
+
+def _target(args: argparse.Namespace) -> Any:
+    """The store this command uses (said on stderr when not given explicitly), once."""
+    from authz.cli.store import StoreChoiceError, choose
+
+    cached = getattr(args, "_target", None)
+    if cached is not None:
+        return cached
+    try:
+        target = choose(args)
+    except StoreChoiceError as e:
+        raise CliError(str(e)) from None
+    if target.note:
+        print(f"jira-authz: {target.note}", file=sys.stderr)
+    args._target = target
+    return target
+
+
+def _base_url_of(args: argparse.Namespace) -> str:
+    """Snippets' base URL: --base-url, else jira.base_url (the local stack sets its own)."""
+    from authz.admin.operations import DEFAULT_BASE_URL
+
+    if getattr(args, "base_url", None):
+        return str(args.base_url)
+    return _target(args).cfg.jira.base_url or DEFAULT_BASE_URL
+
+
+def _warn_limits(lines: Sequence[str], what: str = "") -> list[str]:
+    """Lint warnings of lines just written, on stderr (they are warnings, not errors)."""
+    from authz.domain.limits import lint
+
+    found = lint(list(lines))
+    for w in found:
+        print(f"jira-authz: warning: {what}limit {w}", file=sys.stderr)
+    return found
 
 
 def _print_json(value: Any) -> None:
@@ -114,8 +178,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    load_config(args.file)
-    print(f"{args.file}: valid")
+    if args.file and args.config and args.file != args.config:
+        raise CliError("give the file once: --config FILE (or FILE)")
+    path = args.config or args.file
+    if not path:
+        raise CliError("give the file to check: --config FILE")
+    load_config(path)
+    print(f"{path}: valid")
     return 0
 
 
@@ -143,7 +212,7 @@ def _expiry(args: argparse.Namespace, now: float) -> float | None:
             raise CliError("--expires-in-days must be > 0")
         return now + args.expires_in_days * DAY
     if args.expires_at is not None:
-        return parse_time(args.expires_at, "--expires-at")
+        return parse_absolute_time(args.expires_at, "--expires-at")
     return None
 
 
@@ -154,12 +223,13 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         limits=args.limit, ips=args.ip, on_behalf_of=args.on_behalf_of, secret=args.secret,
     )
     token, secret = _run(args, lambda b: b.create(req))
+    warnings = _warn_limits(token.limits)
     if args.json:
-        _print_json({**render.token_json(token, now), "secret": secret})
+        _print_json({**render.token_json(token, now), "secret": secret, "warnings": warnings})
         return 0
     print(f"Created token {token.id} ({token.label or 'no label'}).")
     print(f"Secret — shown once, store it now: {secret}\n")
-    print(render.snippets(token, secret, args.base_url))
+    print(render.snippets(token, secret, _base_url_of(args)))
     return 0
 
 
@@ -201,8 +271,9 @@ def cmd_token_edit(args: argparse.Namespace) -> int:
         raise CliError("nothing to change: give --label, --limit or --clear-limits")
     token = _run(args, lambda b: b.update(args.id, label=args.label, limits=limits))
     now = time.time()
+    warnings = _warn_limits(token.limits) if limits else []
     if args.json:
-        _print_json(render.token_json(token, now))
+        _print_json({**render.token_json(token, now), "warnings": warnings})
     else:
         print(f"Updated token {token.id}.\n" + render.token_details(token, now))
     return 0
@@ -229,7 +300,7 @@ def cmd_token_rotate(args: argparse.Namespace) -> int:
     when = "now" if not args.grace_seconds else f"at {render.iso(old.revoked_at)}"
     print(f"New token {new.id} replaces {old.id} (revoked {when}).")
     print(f"Secret — shown once, store it now: {secret}\n")
-    print(render.snippets(new, secret, args.base_url))
+    print(render.snippets(new, secret, _base_url_of(args)))
     return 0
 
 
@@ -240,14 +311,20 @@ def cmd_token_test(args: argparse.Namespace) -> int:
             body = Path(args.body).read_bytes()
         except OSError as e:
             raise CliError(f"--body: cannot read {args.body}: {e.strerror}") from None
-    result = _run(args, lambda b: b.test_limits(args.id, method=args.method, url=args.url,
-                                                body=body))
+    from authz.domain.dry_run import DryRunError, header_pairs
+
+    try:
+        headers = header_pairs(args.header)
+    except DryRunError as e:
+        raise CliError(str(e)) from None
+    result = _run(args, lambda b: b.test_limits(
+        args.id, method=args.method, url=args.url, body=body, login=args.login or "",
+        client_ip=args.client_ip or "", headers=headers))
     if args.json:
         _print_json(dataclasses.asdict(result))
     else:
-        verdict = "ALLOW" if result.allowed else "DENY"
-        print(f"{verdict} {args.method.upper()} {args.url}: {result.reason}")
-    return 0 if result.allowed else 3
+        print(render.test_line(args.method, result))
+    return 0 if result.allowed else EXIT_DENY
 
 
 def cmd_token_import(args: argparse.Namespace) -> int:
@@ -257,11 +334,13 @@ def cmd_token_import(args: argparse.Namespace) -> int:
         raise CliError(f"cannot read {args.file}: {e.strerror}") from None
     report = _run(args, lambda b: b.import_extender(data, apply=args.apply))
     invalid = [it for it in report.items if it.status == "invalid"]
+    warnings = _import_warnings(report)
     if args.json:
         _print_json({
             "applied": report.applied,
             "tokens": [{"label": it.label, "user": it.user, "status": it.status,
-                        "problems": list(it.problems), "id": report.ids.get(it.index)}
+                        "problems": list(it.problems), "id": report.ids.get(it.index),
+                        "warnings": warnings.get(it.index, [])}
                        for it in report.items],
         })
     else:
@@ -281,9 +360,31 @@ def cmd_token_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_warnings(report: Any) -> dict[int, list[str]]:
+    """Lint warnings per imported token, also on stderr: Extender accepted lines that never
+    match (``[get]/rest/…``), and an import is where they arrive in bulk."""
+    from authz.domain.limits import lint
+
+    out: dict[int, list[str]] = {}
+    for it in report.items:
+        found = list(report.warnings.get(it.index, ()))
+        if not found and it.request is not None:
+            found = lint(list(it.request.limits))
+        if found:
+            out[it.index] = found
+            for w in found:
+                print(f"jira-authz: warning: token #{it.index} ({it.label}): limit {w}",
+                      file=sys.stderr)
+    return out
+
+
 def cmd_token_snippet(args: argparse.Namespace) -> int:
     token = _run(args, lambda b: b.get(args.id))
-    print(render.snippets(token, None, args.base_url))
+    base = _base_url_of(args)
+    if args.json:
+        _print_json(render.snippets_json(token, None, base))
+    else:
+        print(render.snippets(token, None, base))
     return 0
 
 
@@ -318,7 +419,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _show_audit(args: argparse.Namespace, records: Sequence[Any], header: bool = True) -> None:
-    if args.json:
+    if args.json and not args.follow:
+        # One JSON document, like every other --json (list --json is an array too).
+        _print_json([render.audit_json(r) for r in records])
+    elif args.json:
+        # --follow never ends, so it streams JSON Lines (one event per line).
         for r in records:
             _print_json(render.audit_json(r))
     else:
@@ -332,19 +437,22 @@ def _show_audit(args: argparse.Namespace, records: Sequence[Any], header: bool =
 def _store_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where tokens live (one of)")
     g.add_argument("--config", help="YAML config file (environment JIRA_AUTHZ_* overrides it)")
-    g.add_argument("--redis-url", help="Redis URL (default: config, or JIRA_AUTHZ_REDIS_URL)")
-    g.add_argument("--admin-url", help="admin API host:port (https://host:port for TLS)")
+    g.add_argument("--redis-url", help="Redis URL (default: JIRA_AUTHZ_REDIS_URL, --config, the "
+                   "local stack started in this directory, else redis://127.0.0.1:6379/0)")
+    g.add_argument("--admin-url", help="admin API host:port (grpc://host:port; https://host:port "
+                   "for TLS)")
     g.add_argument("--admin-token-file", help="file with the admin bearer secret "
                    "(default: environment JIRA_AUTHZ_ADMIN_TOKEN)")
     g.add_argument("--admin-ca", help="CA bundle for a TLS admin API")
     g.add_argument("--admin-cert", help="client certificate for mTLS")
     g.add_argument("--admin-key", help="client key for mTLS")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--json", action="store_true",
+                   help="machine-readable output: one JSON document on stdout")
 
 
 def _base_url(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base-url", default="https://jira.example.com",
-                   help="Jira URL used in the snippets")
+    p.add_argument("--base-url", help="Jira URL used in the snippets (default: jira.base_url "
+                   "from the config, the local stack's Envoy, or https://jira.example.com)")
 
 
 def _token_parsers(sub: Any) -> None:
@@ -354,35 +462,41 @@ def _token_parsers(sub: Any) -> None:
     p = tok.add_parser("create", help="create a token; prints its secret once")
     _store_flags(p)
     _base_url(p)
-    p.add_argument("--label", default="")
+    p.add_argument("--label", default="", help="a name for people (lists, audit)")
     p.add_argument("--user", help="bind the token to this Jira user")
     p.add_argument("--login", action="append", default=[],
                    help="extra accepted login for a bound token (repeatable)")
-    p.add_argument("--expires-in-days", type=float)
-    p.add_argument("--expires-at", help="ISO-8601 expiry, e.g. 2027-01-31T00:00:00Z")
+    p.add_argument("--expires-in-days", type=float, metavar="DAYS",
+                   help="expire this many days from now")
+    p.add_argument("--expires-at", metavar="TIME",
+                   help="absolute ISO-8601 expiry, e.g. 2027-01-31 or 2027-01-31T00:00:00Z")
     p.add_argument("--limit", action="append", default=[], metavar="LINE",
                    help="restriction line (repeatable), e.g. '[get].*/rest/api/2/issue/.*'")
-    p.add_argument("--ip", action="append", default=[], metavar="CIDR")
-    p.add_argument("--on-behalf-of", action="append", default=[], metavar="USER|*")
+    p.add_argument("--ip", action="append", default=[], metavar="CIDR",
+                   help="allowed client address or network (repeatable), e.g. 10.0.0.0/8")
+    p.add_argument("--on-behalf-of", action="append", default=[], metavar="USER|*",
+                   help="user the token may act for via the contextUser header (repeatable; "
+                   "* for any)")
     p.add_argument("--secret", help="import an existing secret (e.g. from Extender)")
     p.set_defaults(func=cmd_token_create)
 
     p = tok.add_parser("list", help="list tokens")
     _store_flags(p)
-    p.add_argument("--user")
+    p.add_argument("--user", help="bound to this user (case-insensitive)")
     p.add_argument("--label", help="label contains (case-insensitive)")
-    p.add_argument("--state", choices=["active", "expired", "revoked"])
+    p.add_argument("--state", choices=["active", "expired", "revoked"],
+                   help="only tokens in this state")
     p.set_defaults(func=cmd_token_list)
 
     p = tok.add_parser("show", help="one token's details")
     _store_flags(p)
-    p.add_argument("id")
+    p.add_argument("id", help="token id (from token list)")
     p.set_defaults(func=cmd_token_show)
 
     p = tok.add_parser("edit", help="replace a token's label and/or limit lines")
     _store_flags(p)
-    p.add_argument("id")
-    p.add_argument("--label")
+    p.add_argument("id", help="token id (from token list)")
+    p.add_argument("--label", help="the new label")
     p.add_argument("--limit", action="append", default=[], metavar="LINE",
                    help="the new set of lines (repeatable; replaces every line)")
     p.add_argument("--clear-limits", action="store_true", help="remove every limit line")
@@ -390,23 +504,33 @@ def _token_parsers(sub: Any) -> None:
 
     p = tok.add_parser("revoke", help="revoke a token on every replica within a second")
     _store_flags(p)
-    p.add_argument("id")
+    p.add_argument("id", help="token id (from token list)")
     p.set_defaults(func=cmd_token_revoke)
 
     p = tok.add_parser("rotate", help="new secret, same settings; old token revoked")
     _store_flags(p)
     _base_url(p)
-    p.add_argument("id")
+    p.add_argument("id", help="token id (from token list)")
     p.add_argument("--grace-seconds", type=float, default=0.0,
                    help="keep the old token working this long (default: revoke now)")
     p.set_defaults(func=cmd_token_rotate)
 
     p = tok.add_parser("test", help="would the token allow this request? (no traffic sent)")
     _store_flags(p)
-    p.add_argument("id")
-    p.add_argument("--method", required=True)
-    p.add_argument("--url", required=True, help="full URL, e.g. https://jira/rest/api/2/issue/A-1")
-    p.add_argument("--body", help="file with the JSON request body (for JsonData lines)")
+    p.add_argument("id", help="token id (from token list)")
+    p.add_argument("--method", default="GET", help="HTTP method (default GET)")
+    p.add_argument("--url", required=True,
+                   help="https://jira/rest/api/2/issue/A-1, or a path resolved against "
+                   "jira.base_url as the server resolves it")
+    p.add_argument("--login", help="Basic login the client sends (default: the token's user; "
+                   "required for an unbound token)")
+    p.add_argument("--client-ip", metavar="ADDR",
+                   help="client address Envoy sees (default 127.0.0.1)")
+    p.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                   help="request header (repeatable), e.g. 'contextUser: bob' for on-behalf-of "
+                   "or 'X-Forwarded-For: 10.1.2.3'")
+    p.add_argument("--body", metavar="FILE",
+                   help="file with the JSON request body (for JsonData lines)")
     p.set_defaults(func=cmd_token_test)
 
     p = tok.add_parser("import", help="import Extender's tokenTools/get JSON (dry run by default)")
@@ -418,14 +542,33 @@ def _token_parsers(sub: Any) -> None:
     p = tok.add_parser("snippet", help="print the curl/JavaScript/Python snippets again")
     _store_flags(p)
     _base_url(p)
-    p.add_argument("id")
+    p.add_argument("id", help="token id (from token list)")
     p.set_defaults(func=cmd_token_snippet)
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line (exit 2), like every other error (exit 1)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jira-authz")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jira-authz", description="API tokens for Jira behind Envoy ext_authz."
+    parser = Parser(
+        prog="jira-authz", description="API tokens for Jira behind Envoy ext_authz.",
+        epilog="Exit codes: 0 ok, 1 error, 2 usage error, 3 token test answered DENY.",
     )
+    parser.add_argument("--version", action="version", version=f"jira-authz {_version()}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the ext_authz gRPC server")
@@ -449,7 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
     conf = sub.add_parser("config", help="validate or show the configuration").add_subparsers(
         dest="config_command", required=True, metavar="ACTION")
     p = conf.add_parser("check", help="validate a config file (and JIRA_AUTHZ_* overrides)")
-    p.add_argument("file")
+    p.add_argument("--config", help="YAML config file to check")
+    p.add_argument("file", nargs="?", help="the same, as a positional argument")
     p.set_defaults(func=cmd_config_check)
     p = conf.add_parser("show", help="print the effective config, credentials masked")
     p.add_argument("--config", help="YAML config file")
@@ -464,8 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="ISO-8601 time or a duration ago such as 2h")
     p.add_argument("--until", help="ISO-8601 time or a duration ago")
     p.add_argument("--decision", help="allow or deny")
-    p.add_argument("--limit", type=int, default=100)
-    p.add_argument("--follow", action="store_true", help="keep printing new events")
+    p.add_argument("--limit", type=int, default=100, help="most events shown (default 100)")
+    p.add_argument("--follow", action="store_true",
+                   help="keep printing new events (with --json: one JSON object per line)")
     p.set_defaults(func=cmd_audit)
     return parser
 
@@ -480,3 +625,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # the contract is one line, even for what nobody foresaw
+        text = " ".join(str(e).split())[:300]
+        print(f"jira-authz: unexpected {type(e).__name__}: {text} (please report this)",
+              file=sys.stderr)
+        return EXIT_FAIL

@@ -67,35 +67,118 @@ def token_details(token: Token, now: float) -> str:
     return "\n".join(lines)
 
 
-def snippets(token: Token, secret: str | None, base_url: str) -> str:
-    """Ready-to-run first calls: curl, JavaScript fetch and Python requests, Basic and Bearer."""
+# Requests a first call may make, most telling first; the snippet uses the first one the
+# token's own lines allow, so it works as printed (a token for issues gets an issue URL).
+_SAMPLE_PATHS = ("/rest/api/2/myself", "/rest/api/2/serverInfo", "/rest/api/2/issue/AAA-1",
+                 "/rest/api/2/search", "/rest/api/2/project", "/rest/api/2/field")
+
+
+def _literal_path(line: str) -> str | None:
+    """A path a line plausibly names: its URL regex with the '.*' parts dropped
+    ('[post].*/rest/api/2/issue/KANBAN-100/comment.*' → '/rest/api/2/issue/KANBAN-100/comment')."""
+    url = line.split("]", 1)[1] if line.startswith("[") and "]" in line else line
+    url = url.split("[QueryParam::", 1)[0].split("[JsonData::", 1)[0]
+    text = url.replace(".*", "").replace("(/)?", "")
+    i = text.find("/rest/")
+    if i < 0:
+        i = text.find("/")
+    text = text[i:] if i >= 0 else ""
+    if not text or any(c in text for c in "[](){}|?+*^$\\"):
+        return None
+    return text
+
+
+def sample_request(token: Token, base_url: str) -> tuple[str, str] | None:
+    """(method, path) of a request the token's lines allow, GET preferred; None when no
+    candidate passes (the snippet then says to replace the URL)."""
+    from authz.domain import limits as limits_mod
+
+    if not token.limits:
+        return "GET", _SAMPLE_PATHS[0]
+    compiled = limits_mod.compile_limits(tuple(token.limits))
+    base = base_url.rstrip("/")
+    literal = [p for p in map(_literal_path, token.limits) if p]
+    methods: list[str] = ["GET"]
+    for line in token.limits:
+        lim = line[1 : line.find("]")] if line.startswith("[") and "]" in line else ""
+        for m in lim.split(","):
+            if m.strip().isalpha() and m.strip().upper() not in methods:
+                methods.append(m.strip().upper())
+    for method in methods:
+        for path in (*_SAMPLE_PATHS, *literal):
+            if limits_mod.match(compiled, method=method, url=base + path, query="").allowed:
+                return method, path
+    return None
+
+
+def snippet_parts(token: Token, secret: str | None, base_url: str) -> dict[str, Any]:
     s = secret or SECRET_PLACEHOLDER
     login = token.user or "YOUR-LOGIN"
-    url = base_url.rstrip("/") + "/rest/api/2/myself"
-    out = [
-        "# curl (Basic)",
-        f"curl -u {shlex.quote(f'{login}:{s}')} {shlex.quote(url)}",
-    ]
+    sample = sample_request(token, base_url)
+    method, path = sample or ("GET", "/rest/api/2/myself")
+    url = base_url.rstrip("/") + path
+    note = "" if sample else (
+        "no common request matches this token's limit lines: replace the URL with one they allow")
+    body = method in ("POST", "PUT", "PATCH")
+    curl_x = "" if method == "GET" else f" -X {method}"
+    curl_body = " -H 'Content-Type: application/json' -d '{}'" if body else ""
+    curl = [f"curl --fail-with-body -sS{curl_x}{curl_body} -u {shlex.quote(f'{login}:{s}')} "
+            f"{shlex.quote(url)}"]
     if token.user:
-        out += ["# curl (Bearer)",
-                f"curl -H {shlex.quote(f'Authorization: Bearer {s}')} {shlex.quote(url)}"]
-    out += [
-        "# JavaScript (fetch)",
+        curl.append(f"curl --fail-with-body -sS{curl_x}{curl_body} "
+                    f"-H {shlex.quote(f'Authorization: Bearer {s}')} {shlex.quote(url)}")
+    js_opts = f'method: "{method}", ' if method != "GET" else ""
+    js_headers = "Authorization: auth" + (', "Content-Type": "application/json"' if body else "")
+    js_body = ', body: "{}"' if body else ""
+    javascript = [
         f'const auth = "Basic " + btoa("{login}:{s}");',
-        f'const res = await fetch("{url}", {{ headers: {{ Authorization: auth }} }});',
-        "console.log(await res.json());",
+        f'const res = await fetch("{url}", {{ {js_opts}headers: {{ {js_headers} }}{js_body} }});',
+        "const text = await res.text();",
+        "if (!res.ok) { console.error(res.status, text); process.exit(1); }",
+        "console.log(text);",
     ]
     if token.user:
-        out += [f'// Bearer: headers: {{ Authorization: "Bearer {s}" }}']
-    out += [
-        "# Python (requests)",
+        javascript.append(f'// Bearer: headers: {{ Authorization: "Bearer {s}" }}')
+    py_body = ", json={}" if body else ""
+    call = (f'requests.get("{url}"' if method == "GET"
+            else f'requests.request("{method}", "{url}"')
+    python = [
+        "import sys",
         "import requests",
-        f'r = requests.get("{url}", auth=("{login}", "{s}"))',
-        "print(r.status_code, r.json())",
+        f'r = {call}, auth=("{login}", "{s}"){py_body})',
+        "if not r.ok:",
+        "    sys.exit(f\"{r.status_code} {r.text}\")",
+        "print(r.json())",
     ]
     if token.user:
-        out += [f'# Bearer: requests.get(url, headers={{"Authorization": "Bearer {s}"}})']
+        python.append(f'# Bearer: headers={{"Authorization": "Bearer {s}"}} instead of auth=')
+    return {"method": method, "url": url, "note": note, "curl": "\n".join(curl),
+            "javascript": "\n".join(javascript), "python": "\n".join(python)}
+
+
+def snippets(token: Token, secret: str | None, base_url: str) -> str:
+    """Ready-to-run first calls that exit non-zero on a deny: curl, JavaScript (Node 18+
+    fetch, as an ES module: save as .mjs) and Python requests, Basic and Bearer."""
+    parts = snippet_parts(token, secret, base_url)
+    out = [f"# {parts['note']}"] if parts["note"] else []
+    out += ["# curl" + (" (Basic, then Bearer)" if token.user else " (Basic)"), parts["curl"],
+            "# JavaScript (Node 18+, save as first-call.mjs)", parts["javascript"],
+            "# Python (requests)", parts["python"]]
     return "\n".join(out)
+
+
+def snippets_json(token: Token, secret: str | None, base_url: str) -> dict[str, Any]:
+    return {"id": token.id, "base_url": base_url, **snippet_parts(token, secret, base_url)}
+
+
+def test_line(method: str, r: Any) -> str:
+    """One line for ``token test``: the verdict, the request as judged, and why."""
+    who = f" as {r.login}" if r.login else ""
+    where = f" from {r.client_ip}" if r.client_ip else ""
+    head = f"{method.upper()} {r.url}{who}{where}"
+    if r.allowed:
+        return f"ALLOW {head}: {r.reason} (Jira sees contextUser: {r.effective_user})"
+    return f"DENY {r.status} {head}: {r.reason} ({r.code})"
 
 
 AUDIT_COLUMNS = ("time", "token_id", "login", "effective_user", "method", "path", "decision",

@@ -147,6 +147,23 @@ def _split_method(line: str) -> tuple[tuple[str, ...] | None, str]:
     return tuple(sorted(methods)), line[close + 1 :]
 
 
+# A bracket that looks like a clause ([Name::…) but is not one of ours: RE2 would read it as a
+# character class ([Foo::a==b] matches one of F, o, :, a, =, b) and the line would silently
+# match almost nothing.
+_CLAUSE_LIKE = re2.compile(r"\[([A-Za-z][A-Za-z0-9_]*)::")
+
+
+def _refuse_unknown_clause(url_part: str) -> None:
+    m = _CLAUSE_LIKE.search(url_part)
+    if m is None:
+        return
+    name = m.group(1)
+    hint = next((k for k in ("QueryParam", "JsonData") if k.lower() == name.lower()), None)
+    known = f"did you mean [{hint}::…]?" if hint else "known clauses: [QueryParam::…], " \
+        "[JsonData::…]"
+    raise LimitSyntaxError(f"unknown clause [{name}::…] ({known})")
+
+
 def _find_marker(text: str, start: int = 0) -> int:
     hits = [i for i in (text.find(m, start) for m in _MARKERS) if i >= 0]
     return min(hits) if hits else -1
@@ -207,6 +224,7 @@ def parse_line(line: str) -> Limit:
     url_part, clause_part = (rest, "") if cut < 0 else (rest[:cut], rest[cut:])
     if not url_part:
         raise LimitSyntaxError("URL regex is missing")
+    _refuse_unknown_clause(url_part)
     url = _compile(url_part, "URL regex")
     return Limit(text, methods, url, _parse_clauses(clause_part))
 
@@ -231,6 +249,64 @@ def validate(lines: Sequence[str]) -> tuple[str, ...]:
     if errors:
         raise InvalidLimits(errors)
     return tuple(out)
+
+
+# --- lint: lines that parse but do not mean what they look like --------------------------------
+
+# Every URL a line is matched against starts with one of these (``scheme://host/path``).
+_URL_LOW, _URL_HIGH = b"http://", b"https://\xff"
+_WIDENING_END = ("[", "]", "}", ")", "+", "-", "_")
+
+
+def _never_matches_a_url(url_regex: str) -> bool:
+    """True when no ``http(s)://…`` string can match: RE2 bounds every possible match from
+    below and above, so a line starting with '/' (or 'a') is caught without guessing."""
+    try:
+        ok, low, high = re2.compile(url_regex, options=_RE2_OPTIONS)._regexp.PossibleMatchRange(
+            16)
+    except (re2.error, AttributeError):
+        return False
+    return bool(ok) and (high < _URL_LOW or low > _URL_HIGH)
+
+
+def _widening_tail(url_regex: str) -> str | None:
+    """The identifier a trailing ``.*`` extends (``…/ALLOWED-1.*`` also allows ALLOWED-10),
+    or None when the line ends at a separator such as ``/.*``."""
+    for tail in (".*", ".+"):
+        if url_regex.endswith(tail) and not url_regex.endswith("\\" + tail):
+            before = url_regex[: -len(tail)]
+            if not before:
+                return None
+            last = before[-1]
+            if last.isalnum() or last in _WIDENING_END:
+                return before.rsplit("/", 1)[-1] or before
+    return None
+
+
+def lint_line(line: str) -> list[str]:
+    """Warnings for one line that parses (none for a line that does not: parse_line says why)."""
+    try:
+        parse_line(line)
+    except LimitSyntaxError:
+        return []
+    _, rest = _split_method(line.strip())
+    cut = _find_marker(rest)
+    url_part = rest if cut < 0 else rest[:cut]
+    out: list[str] = []
+    if _never_matches_a_url(url_part):
+        out.append(f"{url_part!r} can never match: the URL regex must match the whole "
+                   "scheme://host/path (start it with '.*', e.g. '.*/rest/…')")
+    tail = None if out else _widening_tail(url_part)  # a line that never matches: enough said
+    if tail is not None:
+        out.append(f"'{tail}.*' also allows longer names such as '{tail}0' and '{tail}x'; "
+                   f"end with '{tail}(/.*)?' to allow only '{tail}' and what is below it")
+    return out
+
+
+def lint(lines: Sequence[str]) -> list[str]:
+    """``line N: warning`` for every line that parses but never matches or matches more than
+    it seems to (SPEC §4): shown wherever lines are written, never a refusal on its own."""
+    return [f"line {n}: {w}" for n, line in enumerate(lines, 1) for w in lint_line(line)]
 
 
 _NEVER = _compile(r"[^\s\S]", "URL regex")

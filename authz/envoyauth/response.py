@@ -12,13 +12,24 @@ from google.rpc import code_pb2, status_pb2
 from authz.domain.model import Decision, Outcome
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_JSON = "application/json"
+# Exactly what Jira sends: atlassian-python-api reads a 401 body only with this value.
+_JSON = "application/json;charset=UTF-8"
 _ERROR_TEXT = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
     503: "unavailable",
 }
+
+
+def deny_body(status: int, message: str) -> str:
+    """Jira's own error shape (``errorMessages``, ``errors``), which client libraries such as
+    ``jira`` and ``atlassian-python-api`` read and show, plus our ``error`` and ``reason``."""
+    return json.dumps(
+        {"errorMessages": [message], "errors": {}, "error": _ERROR_TEXT.get(status, "denied"),
+         "reason": message},
+        separators=(",", ":"),
+    )
 
 
 def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
@@ -92,11 +103,7 @@ class ResponseBuilder:
 
     def _deny(self, decision: Decision) -> external_auth_pb2.CheckResponse:
         status = decision.status
-        body = json.dumps(
-            {"error": _ERROR_TEXT.get(status, "denied"), "reason": decision.message or
-             decision.reason.value},
-            separators=(",", ":"),
-        )
+        body = deny_body(status, decision.message or decision.reason.value)
         headers = [_header("content-type", _JSON), _header("cache-control", "no-store")]
         if status == 401:
             headers.append(_header("www-authenticate", f'Basic realm="{self.realm}"'))

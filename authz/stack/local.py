@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -25,6 +26,7 @@ import yaml
 
 from authz.config import ENV_PREFIX, load_config
 from authz.stack import envoy_config
+from authz.stack import state as stack_state
 from authz.stack.processes import (
     DEFAULT_START_TIMEOUT,
     Child,
@@ -66,8 +68,12 @@ class LocalStack:
         inherit_config_env: bool = True,
         start_timeout: float = DEFAULT_START_TIMEOUT,
         workers: int = 1,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
+        self._progress = progress or (lambda message: None)
         self._own_redis = redis_url is None
+        self.redis_url_source = "--redis-url"
+        """Where an external Redis URL came from, for error messages."""
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="jira-authz-stack-")).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -99,6 +105,9 @@ class LocalStack:
         self.envoy_log = self.workdir / "envoy.log"
         self.authz_config_path = self.workdir / "authz.yaml"
         self.envoy_config_path = self.workdir / "envoy.yaml"
+        self.admin_token_file = self.workdir / "admin-token"
+        """The admin API's generated bearer secret (mode 0600): the stack serves the API so
+        the CLI can use it; the state file names this path, never the secret."""
 
         self._redis: Child | None = None
         self._authz: Child | None = None
@@ -127,6 +136,11 @@ class LocalStack:
     def check_ports(self) -> list[int]:
         """Every worker's check port: each one an endpoint of Envoy's jira_authz cluster."""
         return [self.check_port + i for i in range(self.workers)]
+
+    @property
+    def admin_url(self) -> str:
+        """For ``--admin-url`` (plaintext gRPC on 127.0.0.1)."""
+        return f"grpc://{HOST}:{self.admin_port}"
 
     @property
     def admin_addr(self) -> str:
@@ -170,19 +184,51 @@ class LocalStack:
         self.stop()
 
     def start(self) -> None:
-        """Start every part in dependency order; on failure stop what was started and raise."""
+        """Start every part in dependency order; on failure stop what was started and raise.
+        Once everything answers, ``stack.json`` in the workdir says where the parts are."""
         try:
+            # The one port a user picks: refused before anything starts, with the way out.
+            ensure_port_free(HOST, self.envoy_port, "envoy listener",
+                             hint="choose another with --port")
             if self._own_redis:
+                self._progress(f"starting redis on {self.redis_url}")
                 self.start_redis()
+            else:
+                self._check_external_redis()
+            self._progress(f"starting jira-authz (check {self.check_addr}, admin "
+                           f"{self.admin_addr})")
             self.start_authz()
+            self._progress(f"starting stub jira on {self.stub_url}")
             self._start_stub()
+            self._progress(f"starting envoy on {self.envoy_url}")
             self._start_envoy()
+            stack_state.write(self.workdir, self.state())
         except BaseException:
             self.stop(remove_workdir=False)
             raise
 
+    def state(self) -> stack_state.StackState:
+        return stack_state.StackState(
+            pid=os.getpid(), redis_url=self.redis_url, key_prefix=self.key_prefix,
+            audit_stream=self.audit_stream, jira_url=self.envoy_url, admin_url=self.admin_url,
+            admin_token_file=str(self.admin_token_file), check_addr=self.check_addr,
+            metrics_url=f"http://{self.metrics_addr}/metrics",
+        )
+
+    def _check_external_redis(self) -> None:
+        """An external Redis that does not answer fails the start at once, by name (not
+        after the server's health wait)."""
+        if not redis_ping_probe(self.redis_url)():
+            raise StackError(
+                f"cannot reach Redis at {self.redis_url} ({self.redis_url_source}); start it, "
+                f"or unset {ENV_PREFIX}REDIS_URL / drop --redis-url to let up start its own")
+
     def stop(self, *, remove_workdir: bool = True) -> None:
         """Stop in reverse order: Envoy first, so nothing reaches a half-stopped backend."""
+        mine = stack_state.read(self.workdir)
+        if mine is not None and mine.pid == os.getpid() and mine.redis_url == self.redis_url:
+            with contextlib.suppress(OSError):
+                stack_state.remove(self.workdir)
         for child in (self._envoy, self._stub, self._authz, self._redis):
             if child is not None:
                 with contextlib.suppress(Exception):
@@ -241,7 +287,10 @@ class LocalStack:
             for k, v in os.environ.items()
             if self._inherit_config_env or not k.startswith(ENV_PREFIX)
         }
+        env.setdefault(f"{ENV_PREFIX}JIRA_BASE_URL", self.envoy_url)
         env.update(self._env_overrides)
+        if f"{ENV_PREFIX}ADMIN_TOKEN_FILE" not in self._env_overrides:
+            env[f"{ENV_PREFIX}ADMIN_TOKEN_FILE"] = str(self._admin_secret_file())
         env.update(self.client_env())
         env.update(
             {
@@ -252,6 +301,14 @@ class LocalStack:
             }
         )
         return env
+
+    def _admin_secret_file(self) -> Path:
+        """The generated admin secret, made once per workdir and readable only by its owner."""
+        if not self.admin_token_file.exists():
+            fd = os.open(self.admin_token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
+        return self.admin_token_file
 
     def _write_authz_config(self) -> None:
         raw: Any = {}
@@ -306,7 +363,8 @@ class LocalStack:
         )
 
     def _start_envoy(self) -> None:
-        ensure_port_free(HOST, self.envoy_port, "envoy listener")
+        ensure_port_free(HOST, self.envoy_port, "envoy listener",
+                         hint="choose another with --port")
         ensure_port_free(HOST, self.envoy_admin_port, "envoy admin")
         envoy_config.local_config(
             name=self._envoy_config_name,
@@ -357,8 +415,8 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--redis-url",
-        default=os.environ.get(f"{ENV_PREFIX}REDIS_URL"),
-        help="use this Redis instead of starting one (default: $JIRA_AUTHZ_REDIS_URL)",
+        help="use this Redis instead of starting one (default: $JIRA_AUTHZ_REDIS_URL, else "
+             "up starts its own)",
     )
     parser.add_argument("--config", help="extra jira-authz YAML config for the server")
     parser.add_argument(
@@ -394,13 +452,25 @@ def run_up(args: argparse.Namespace) -> int:
     rc = 0
     try:
         try:
+            running = stack_state.read(Path(args.workdir))
+            if running is not None and running.alive():
+                raise StackError(
+                    f"a stack is already running from {args.workdir} (pid {running.pid}, "
+                    f"{running.jira_url}); stop it first, or give another --workdir")
+            env_url = os.environ.get(f"{ENV_PREFIX}REDIS_URL")
+            redis_url = args.redis_url or env_url or None
+            if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+                raise StackError(f"{redis_url!r} is not a Redis URL (redis://host:port/db)")
             stack = LocalStack(
-                redis_url=args.redis_url or None,
+                redis_url=redis_url,
                 envoy_port=args.port,
                 authz_config=args.config,
                 workdir=args.workdir,
                 workers=args.workers,
+                progress=lambda m: print(f"jira-authz up: {m}", file=sys.stderr, flush=True),
             )
+            if redis_url and not args.redis_url:
+                stack.redis_url_source = f"from {ENV_PREFIX}REDIS_URL"
             stack.start()
             _print_info(stack)
             print(f"ready: {stack.envoy_url}", flush=True)
@@ -426,18 +496,28 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def _print_info(stack: LocalStack) -> None:
-    env = stack.client_env()
+    here = Path.cwd()
+    workdir = stack.workdir
+    with contextlib.suppress(ValueError):
+        workdir = workdir.relative_to(here)
+    found_here = workdir == Path(stack_state.DEFAULT_WORKDIR)
     lines = [
         f"jira (through envoy): {stack.envoy_url}",
         f"envoy admin:          {stack.envoy_admin_url}",
         f"authz check (gRPC):   {stack.check_addr}",
-        f"authz admin (gRPC):   {stack.admin_addr}",
+        f"authz admin (gRPC):   {stack.admin_addr}  (credential: {stack.admin_token_file})",
         f"authz metrics:        http://{stack.metrics_addr}/metrics",
         f"redis:                {stack.redis_url}",
         *(f"log {name}: {path}" for name, path in stack.logs.items()),
-        "create a token in another shell:",
-        *(f"  export {k}={v}" for k, v in env.items()),
-        "  jira-authz token create --label try --user alice",
+        f"where everything is:  {stack.workdir / stack_state.STATE_FILE}",
+        "create a token in another shell, in this directory"
+        + ("" if found_here else f" (export {stack_state.ENV_STACK_DIR}={stack.workdir})")
+        + ": the CLI finds this stack by itself",
+        "  jira-authz token create --label try --user alice --limit '.*/rest/api/2/myself'",
         f"  curl -u alice:TOKEN {stack.envoy_url}/rest/api/2/myself",
+        f"snippets point at {stack.envoy_url} (token create/snippet --base-url to change)",
+        "the same through the admin API:",
+        f"  jira-authz token list --admin-url {stack.admin_url} "
+        f"--admin-token-file {stack.admin_token_file}",
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)

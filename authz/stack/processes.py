@@ -63,7 +63,7 @@ def _bind_error(host: str, port: int) -> OSError | None:
     return None
 
 
-def ensure_port_free(host: str, port: int, what: str) -> None:
+def ensure_port_free(host: str, port: int, what: str, *, hint: str = "") -> None:
     """Fail early if something listens on ``port``.
 
     Envoy and gRPC servers bind with SO_REUSEPORT, so a second instance on a busy port does not
@@ -71,7 +71,8 @@ def ensure_port_free(host: str, port: int, what: str) -> None:
     """
     err = _bind_error(host, port)
     if err is not None:
-        raise StackError(f"{what}: {host}:{port} is in use ({err.strerror})")
+        more = f"; {hint}" if hint else ""
+        raise StackError(f"{what}: {host}:{port} is in use ({err.strerror}){more}")
 
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:

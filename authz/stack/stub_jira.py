@@ -1,10 +1,18 @@
 """A stand-in for Jira that echoes what reached it: the proof of what Envoy let through.
 
 Every request, whatever the method or path, gets 200 and a JSON body
-``{"method", "path", "query", "headers", "body"}`` where ``path`` is the raw request path as
-received (not decoded, not normalised: exactly what Tomcat would parse) and ``headers`` maps
-lower-cased names to a value, or a list of values when a header was repeated. The response
-carries ``X-Stub-Jira: 1`` so tests can tell a Jira answer from an Envoy or jira-authz one.
+holding ``{"method", "path", "query", "headers", "body"}`` where ``path`` is the raw request
+path as received (not decoded, not normalised: exactly what Tomcat would parse) and ``headers``
+maps lower-cased names to a value, or a list of values when a header was repeated. The
+response carries ``X-Stub-Jira: 1`` so tests can tell a Jira answer from an Envoy or jira-authz
+one.
+
+The endpoints that Jira client libraries call on their own (``jira``'s constructor reads
+``serverInfo``; ``search_issues`` reads ``field``) answer in Jira's shape, with the echo keys
+beside Jira's: ``serverInfo``, ``myself``, ``issue/KEY``, ``search``, ``issue/KEY/comment``.
+Where a Jira key has an echo key's name (a comment's ``body``) Jira's wins; the complete echo
+of every Jira-shaped answer is also in the ``X-Stub-Echo`` header (``field`` is a JSON array in
+Jira, so that header is its only echo).
 
 Run: ``python -m authz.stack.stub_jira --port 8080``
 """
@@ -13,12 +21,84 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 MAX_BODY = 16 * 1024 * 1024
+
+
+_API = re.compile(r"/(?:[^/]+/)*rest/api/(?:2|latest|3)/(?P<rest>.*)")
+_ISSUE = re.compile(r"issue/(?P<key>[A-Za-z][A-Za-z0-9_]*-[0-9]+|[0-9]+)(?P<sub>/comment)?/?")
+SERVER_INFO = {
+    "baseUrl": "http://127.0.0.1", "version": "9.12.0", "versionNumbers": [9, 12, 0],
+    "deploymentType": "Server", "buildNumber": 912000, "serverTitle": "stub Jira",
+}
+FIELDS = [
+    {"id": "summary", "key": "summary", "name": "Summary", "custom": False, "navigable": True,
+     "searchable": True, "clauseNames": ["summary"], "schema": {"type": "string",
+                                                                "system": "summary"}},
+    {"id": "status", "key": "status", "name": "Status", "custom": False, "navigable": True,
+     "searchable": True, "clauseNames": ["status"], "schema": {"type": "status",
+                                                               "system": "status"}},
+]
+
+
+def _user(name: str) -> dict[str, Any]:
+    return {"name": name, "key": name, "displayName": name.capitalize(),
+            "emailAddress": f"{name}@example.com", "active": True}
+
+
+def myself(context_user: str) -> tuple[int, dict[str, Any]] | None:
+    """``/rest/api/2/myself`` for the user Envoy's identity header names (jira-authz's
+    allow). Without one it stays a plain echo (None): kept apart so that a session-cookie or
+    Basic sign-in can answer beside it."""
+    if not context_user:
+        return None
+    return 200, _user(context_user)
+
+
+def _issue(key: str, user: str) -> dict[str, Any]:
+    return {"id": "10001", "key": key, "self": f"http://127.0.0.1/rest/api/2/issue/{key}",
+            "fields": {"summary": f"Issue {key}", "status": {"name": "Open"},
+                       "reporter": _user(user or "admin")}}
+
+
+def jira_answer(
+    method: str, path: str, headers: Mapping[str, Any], body: bytes
+) -> tuple[int, Any] | None:
+    """Jira-shaped (status, JSON) for the endpoints clients call by themselves, else None."""
+    m = _API.fullmatch(path)
+    if m is None:
+        return None
+    rest = m["rest"].rstrip("/")
+    who = headers.get("contextuser", "")
+    user = who if isinstance(who, str) else ""
+    if rest == "serverInfo":
+        return 200, dict(SERVER_INFO)
+    if rest == "field":
+        return 200, list(FIELDS)
+    if rest == "myself":
+        return myself(user)
+    if rest == "search":
+        return 200, {"startAt": 0, "maxResults": 50, "total": 1, "issues": [_issue("AAA-1", user)]}
+    im = _ISSUE.fullmatch(rest)
+    if im is None:
+        return None
+    if im["sub"]:
+        comment = {"id": "10100", "body": "", "author": _user(user or "admin")}
+        if method == "POST":
+            try:
+                sent = json.loads(body or b"{}")
+            except ValueError:
+                return 200, {"errorMessages": ["body is not JSON"], "errors": {}}
+            comment["body"] = sent.get("body", "") if isinstance(sent, dict) else ""
+            return 200, comment  # Jira says 201; the echo contract is 200 for everything
+        return 200, {"startAt": 0, "maxResults": 50, "total": 1, "comments": [comment]}
+    return 200, _issue(im["key"], user)
 
 
 class EchoHandler(BaseHTTPRequestHandler):
@@ -73,19 +153,30 @@ class EchoHandler(BaseHTTPRequestHandler):
         words = self.requestline.split()
         target = words[1] if len(words) >= 2 else self.path
         path, _, query = target.partition("?")
-        payload = json.dumps(
-            {
-                "method": self.command,
-                "path": path,
-                "query": query,
-                "headers": headers,
-                "body": body.decode("utf-8", errors="replace"),
-            }
-        ).encode()
-        self.send_response(200)
+        echo = {
+            "method": self.command,
+            "path": path,
+            "query": query,
+            "headers": headers,
+            "body": body.decode("utf-8", errors="replace"),
+        }
+        status, answer = 200, None
+        shaped = jira_answer(self.command, path, headers, body)
+        if shaped is not None:
+            status, answer = shaped
+        extra: list[tuple[str, str]] = []
+        content: Any = echo
+        if answer is not None:
+            # Jira's keys win (a comment's "body"); the whole echo is also in a header.
+            content = {**echo, **answer} if isinstance(answer, dict) else answer
+            extra.append(("X-Stub-Echo", json.dumps(echo, ensure_ascii=True)))
+        payload = json.dumps(content).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("X-Stub-Jira", "1")
+        for k, v in extra:
+            self.send_header(k, v)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)

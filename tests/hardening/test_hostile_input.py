@@ -481,7 +481,7 @@ def _check_response(d: Decision, resp: external_auth_pb2.CheckResponse) -> None:
         denied = resp.denied_response
         assert denied.status.code == d.status
         body = json.loads(denied.body)
-        assert set(body) == {"error", "reason"}
+        assert set(body) == {"errorMessages", "errors", "error", "reason"}
         www = [h for h in denied.headers if h.header.key == "www-authenticate"]
         assert bool(www) == (d.status == 401)
 

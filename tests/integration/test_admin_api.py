@@ -150,13 +150,18 @@ async def test_every_admin_method(admin_env: dict[str, str]) -> None:
 
         # Test limits without traffic.
         t = await stub.TestLimits(pb.TestLimitsRequest(
-            id=tid, method="POST", url="https://j/rest/api/2/issue/KANBAN-100/comment"),
-            metadata=md)
+            id=tid, method="POST", url="https://j/rest/api/2/issue/KANBAN-100/comment",
+            client_ip="10.1.2.3"), metadata=md)
         assert t.allowed and t.matched_line.startswith("[post]")
         t = await stub.TestLimits(pb.TestLimitsRequest(
-            id=tid, method="GET", url="https://j/rest/api/2/issue/KANBAN-100/comment"),
-            metadata=md)
+            id=tid, method="GET", url="https://j/rest/api/2/issue/KANBAN-100/comment",
+            client_ip="10.1.2.3"), metadata=md)
         assert not t.allowed and "GET" in t.reason
+        # The whole decision, not only the lines: the token's IP list applies too.
+        t = await stub.TestLimits(pb.TestLimitsRequest(
+            id=tid, method="POST", url="https://j/rest/api/2/issue/KANBAN-100/comment"),
+            metadata=md)
+        assert not t.allowed and (t.status, t.code) == (403, "ip_not_allowed")
 
         # Rotate with a grace period: old still active until then, new one active now.
         rot = await stub.RotateToken(pb.RotateTokenRequest(id=tid, grace_seconds=3600),
@@ -295,7 +300,7 @@ async def test_cli_through_the_admin_api(admin_env: dict[str, str], tmp_path: Pa
         assert r.returncode == 0 and "Revoked" in r.stdout
         r = await _acli(env, "audit", *remote, "--token", tid, "--json")
         assert r.returncode == 0
-        events = [json.loads(line) for line in r.stdout.splitlines()]
+        events = json.loads(r.stdout)  # one JSON document, like every --json
         assert {e["extra"]["action"] for e in events} >= {"create", "update", "rotate"}
 
         bad_env = {**env, "JIRA_AUTHZ_ADMIN_TOKEN": "not-the-admin-secret-xx"}

@@ -269,9 +269,10 @@ def test_deny_status_and_body(status: int, grpc: int, error: str) -> None:
     assert not resp.HasField("ok_response")
     denied = resp.denied_response
     assert denied.status.code == status
-    assert json.loads(denied.body) == {"error": error, "reason": "why it was refused"}
+    assert json.loads(denied.body) == {"errorMessages": ["why it was refused"], "errors": {},
+                                       "error": error, "reason": "why it was refused"}
     hdrs = headers_of(denied.headers)
-    assert hdrs["content-type"][0] == "application/json"
+    assert hdrs["content-type"][0] == "application/json;charset=UTF-8"
     assert hdrs["cache-control"][0] == "no-store"
     assert ("www-authenticate" in hdrs) is (status == 401)
 
@@ -283,7 +284,8 @@ def test_www_authenticate_realm() -> None:
 
 def test_deny_body_falls_back_to_reason_code() -> None:
     body = json.loads(_deny(403, Reason.NO_LIMIT_MATCHED, message="").denied_response.body)
-    assert body == {"error": "forbidden", "reason": "no_limit_matched"}
+    assert body == {"errorMessages": ["no_limit_matched"], "errors": {}, "error": "forbidden",
+                    "reason": "no_limit_matched"}
 
 
 def test_store_unavailable_is_503() -> None:
@@ -294,10 +296,13 @@ def test_store_unavailable_is_503() -> None:
     assert "www-authenticate" not in headers_of(resp.denied_response.headers)
 
 
-def test_deny_body_is_small_json_with_only_error_and_reason() -> None:
+def test_deny_body_is_small_json_in_jiras_error_shape_plus_ours() -> None:
     body = _deny(401).denied_response.body
     assert len(body) < 300
-    assert set(json.loads(body)) == {"error", "reason"}
+    parsed = json.loads(body)
+    assert set(parsed) == {"errorMessages", "errors", "error", "reason"}
+    # Jira clients read errorMessages: the reason must be there, and errors must be an object.
+    assert parsed["errorMessages"] == [parsed["reason"]] and parsed["errors"] == {}
 
 
 def test_message_with_quotes_stays_valid_json() -> None:
