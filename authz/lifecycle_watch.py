@@ -72,6 +72,24 @@ def _f(v: Any) -> float | None:
     return x if x == x and abs(x) != float("inf") else None
 
 
+async def stop_task(task: asyncio.Task[None], stopping: asyncio.Event,
+                    finish_within: float = 2.0) -> None:
+    """Ask a loop to stop between Redis calls, cancel it only if it does not. A cancellation
+    landing inside redis-py's pool wait can be swallowed (seen here: the task stays
+    "cancelling" for ever), so no wait is unbounded."""
+    stopping.set()
+    done, _ = await asyncio.wait({task}, timeout=finish_within)
+    if not done:
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=1.0)
+        if not done:
+            log.warning("background task did not stop", extra={"task": task.get_name()})
+            return
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("background task failed", extra={"task": task.get_name(),
+                                                      "error": repr(task.exception())})
+
+
 @dataclass
 class ScanResult:
     summary: lifecycle.Summary
@@ -210,6 +228,7 @@ class LifecycleWatch:
         self.scans = 0
         self.errors = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def tick(self) -> None:
         """Take or renew the lease; the owner scans and publishes, the others read."""
@@ -232,14 +251,16 @@ class LifecycleWatch:
 
     async def run(self) -> None:
         interval = self.cfg.lifecycle.scan_interval_seconds
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.tick()
             except Exception as e:  # Redis away: keep the last numbers, try again later
                 self.errors += 1
                 log.warning("lifecycle scan failed", extra={"error": f"{type(e).__name__}: {e}"})
             # Non-owners re-read the summary more often than the owner recomputes it.
-            await asyncio.sleep(interval if self.owner else min(interval, 30.0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(),
+                                       interval if self.owner else min(interval, 30.0))
 
     def start(self) -> None:
         COLLECTOR.watches.append(self)
@@ -249,9 +270,7 @@ class LifecycleWatch:
         if self in COLLECTOR.watches:
             COLLECTOR.watches.remove(self)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task, self._stopping)
         if self.owner:  # hand over at once instead of after the lease's TTL
             with contextlib.suppress(Exception):
                 if _s(await self.client.get(self.lease_key)) == self.owner_id:

@@ -35,6 +35,7 @@ from authz.adapters.webhook_queue import WebhookQueue
 from authz.config import Config
 from authz.domain import webhook_event as hooks
 from authz.domain.lifecycle import parse_duration
+from authz.lifecycle_watch import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class WebhookSender:
         self.stats = Stats()
         self._task: asyncio.Task[None] | None = None
         self._marked = 0.0
+        self._stopping = asyncio.Event()
 
     def _headers(self, event: dict[str, Any], body: bytes) -> dict[str, str]:
         ts = str(int(time.time()))
@@ -147,7 +149,9 @@ class WebhookSender:
         backoff = MIN_BACKOFF
         while not await self.deliver(event):
             self.stats.failed += 1
-            await asyncio.sleep(backoff)
+            if self._stopping.is_set():
+                return True  # still pending in Redis: sent after the restart
+            await self._pause(backoff)
             backoff = min(backoff * 2, self.max_backoff)
             await self._housekeeping()
         self.stats.delivered += 1
@@ -157,7 +161,7 @@ class WebhookSender:
     async def run(self) -> None:
         await self.queue.ensure_group()
         pause = MIN_BACKOFF
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.run_once()
                 pause = MIN_BACKOFF
@@ -166,10 +170,14 @@ class WebhookSender:
             except Exception as e:  # Redis away: the events wait in Redis
                 log.warning("webhook queue unavailable", extra={
                     "error": f"{type(e).__name__}: {e}"})
-                await asyncio.sleep(pause)
+                await self._pause(pause)
                 pause = min(pause * 2, self.max_backoff)
                 with contextlib.suppress(Exception):
                     await self.queue.ensure_group()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def start(self) -> None:
         COLLECTOR.senders.append(self)
@@ -180,9 +188,8 @@ class WebhookSender:
         if self in COLLECTOR.senders:
             COLLECTOR.senders.remove(self)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # The blocking read returns within a second; a delivery within webhooks.timeout.
+            await stop_task(self._task, self._stopping, finish_within=self.timeout + 1.5)
 
 
 class _Collector(Collector):

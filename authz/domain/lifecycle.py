@@ -23,7 +23,7 @@ STATES = (ACTIVE, ROTATING, EXPIRED, REVOKED)
 USABLE = frozenset({ACTIVE, ROTATING})
 
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])", re.ASCII)
 MAX_DURATION = 100 * 365 * 86400.0
 
 
