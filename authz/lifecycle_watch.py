@@ -279,35 +279,39 @@ class LifecycleWatch:
                     await self.client.delete(self.lease_key)
 
     def families(self) -> Iterator[Any]:
-        r = self.latest
-        states = GaugeMetricFamily("jira_authz_tokens", "Tokens by state (whole store; the "
-                                   "same on every replica: aggregate with max)",
-                                   labels=["state"])
-        window = self.cfg.lifecycle.expiring_window_seconds
-        after = self.cfg.lifecycle.unused_after_seconds
+        yield from families(self.latest, self.cfg.lifecycle.expiring_window_seconds,
+                            self.cfg.lifecycle.unused_after_seconds)
+
+
+def families(r: ScanResult | None, window: float, after: float) -> Iterator[Any]:
+    """The lifecycle series; without a result yet, the families without samples (so every
+    name is always declared, and a dashboard shows "no data" rather than a wrong zero)."""
+    states = GaugeMetricFamily("jira_authz_tokens", "Tokens by state (whole store; the same "
+                               "on every replica: aggregate with max)", labels=["state"])
+    gauges = {
+        "jira_authz_tokens_expiring_soon": (
+            "Usable tokens expiring within lifecycle.expiring_window "
+            "(jira_authz_tokens_expiring_window_seconds)", lambda r: r.summary.expiring),
+        "jira_authz_tokens_expiring_window_seconds": (
+            "lifecycle.expiring_window", lambda r: window),
+        "jira_authz_tokens_unused": (
+            "Usable tokens unused (never used: since creation) for lifecycle.unused_after "
+            "(jira_authz_tokens_unused_after_seconds)", lambda r: r.summary.unused),
+        "jira_authz_tokens_unused_after_seconds": ("lifecycle.unused_after", lambda r: after),
+        "jira_authz_lifecycle_scan_timestamp_seconds": (
+            "When the lifecycle counts were computed", lambda r: r.computed_at),
+        "jira_authz_lifecycle_scan_duration_seconds": (
+            "Wall time of the last pass over every token", lambda r: r.duration),
+    }
+    if r is not None:
+        for s in lifecycle.STATES:
+            states.add_metric([s], float(r.summary.by_state.get(s, 0)))
+    yield states
+    for name, (doc, value) in gauges.items():
+        fam = GaugeMetricFamily(name, doc)
         if r is not None:
-            for s in lifecycle.STATES:
-                states.add_metric([s], float(r.summary.by_state.get(s, 0)))
-        yield states
-        if r is None:
-            return
-        yield GaugeMetricFamily(
-            "jira_authz_tokens_expiring_soon",
-            f"Usable tokens expiring within lifecycle.expiring_window "
-            f"({lifecycle.format_duration(window)})", value=float(r.summary.expiring))
-        yield GaugeMetricFamily("jira_authz_tokens_expiring_window_seconds",
-                                "lifecycle.expiring_window", value=window)
-        yield GaugeMetricFamily(
-            "jira_authz_tokens_unused",
-            f"Usable tokens unused (never used: since creation) for lifecycle.unused_after "
-            f"({lifecycle.format_duration(after)})", value=float(r.summary.unused))
-        yield GaugeMetricFamily("jira_authz_tokens_unused_after_seconds",
-                                "lifecycle.unused_after", value=after)
-        yield GaugeMetricFamily("jira_authz_lifecycle_scan_timestamp_seconds",
-                                "When the lifecycle counts were computed", value=r.computed_at)
-        yield GaugeMetricFamily("jira_authz_lifecycle_scan_duration_seconds",
-                                "Wall time of the last pass over every token",
-                                value=r.duration)
+            fam.add_metric([], float(value(r)))
+        yield fam
 
 
 class _Collector(Collector):
@@ -318,10 +322,10 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Any]:
         have = [w for w in self.watches if w.latest is not None]
-        if not self.watches:
+        if not have:
+            yield from families(None, 0.0, 0.0)
             return
-        best = max(have, key=lambda w: w.latest.computed_at if w.latest else 0.0,
-                   default=self.watches[0])
+        best = max(have, key=lambda w: w.latest.computed_at if w.latest else 0.0)
         yield from best.families()
 
 

@@ -197,21 +197,22 @@ class _Collector(Collector):
         self.senders: list[WebhookSender] = []
 
     def collect(self) -> Iterator[Any]:
-        if not self.senders:
-            return
+        """Declared even without webhooks (no samples then), so the names are stable."""
+        senders = list(self.senders)
         fam = CounterMetricFamily("jira_authz_webhook_deliveries",
                                   "Webhook delivery attempts by outcome (failed ones are retried)",
                                   labels=["outcome"])
-        for outcome in ("delivered", "failed", "skipped"):
-            fam.add_metric([outcome], float(sum(getattr(s.stats, outcome)
-                                                for s in self.senders)))
-        yield fam
-        yield GaugeMetricFamily("jira_authz_webhook_queue_depth",
-                                "Webhook events waiting in Redis (shared by every replica)",
-                                value=float(max(s.stats.depth for s in self.senders)))
-        yield CounterMetricFamily("jira_authz_webhook_dropped",
-                                  "Webhook events refused because the queue was full (shared)",
-                                  value=float(max(s.stats.dropped for s in self.senders)))
+        depth = GaugeMetricFamily("jira_authz_webhook_queue_depth",
+                                  "Webhook events waiting in Redis (shared by every replica)")
+        dropped = CounterMetricFamily(
+            "jira_authz_webhook_dropped",
+            "Webhook events refused because the queue was full (shared by every replica)")
+        if senders:
+            for outcome in ("delivered", "failed", "skipped"):
+                fam.add_metric([outcome], float(sum(getattr(s.stats, outcome) for s in senders)))
+            depth.add_metric([], float(max(s.stats.depth for s in senders)))
+            dropped.add_metric([], float(max(s.stats.dropped for s in senders)))
+        yield from (fam, depth, dropped)
 
 
 COLLECTOR = _Collector()
