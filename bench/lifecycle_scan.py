@@ -160,7 +160,8 @@ def main() -> None:
     for r in out["runs"]:  # type: ignore[attr-defined]
         print(f"{out['tokens']:,} tokens: pass {r['wall_s']:.2f} s wall, {r['cpu_s']:.2f} s "
               f"replica CPU, event loop held at most {r['max_loop_lag_ms']:.1f} ms "
-              f"(counting {r['max_count_ms']:.1f} ms/batch), Redis CPU {r['redis_cpu_s']:.2f} s, commands {r['redis_commands']}")
+              f"(counting {r['max_count_ms']:.1f} ms/batch), Redis CPU "
+              f"{r['redis_cpu_s']:.2f} s, commands {r['redis_commands']}")
     print(json.dumps(out))
 
 

@@ -149,7 +149,7 @@ def test_webhooks_mount_the_signing_secret(helm: Any, tmp_path: Path) -> None:
     mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
     assert mounts["webhooks"]["mountPath"] == "/etc/jira-authz/webhooks"
     assert mounts["webhooks"]["readOnly"] is True
-    with pytest.raises(helm.HelmError, match="webhooks.existingSecret"):
+    with pytest.raises(helm.HelmError, match=r"webhooks\.existingSecret"):
         helm.render(CHART, {"webhooks": {"url": "https://hooks.example.com/x"}})
     with pytest.raises(helm.HelmError, match="expiring_window"):
         helm.render(CHART, {"config": {"lifecycle": {"expiring_window": "14"}}})

@@ -46,7 +46,7 @@ class Receiver:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 status = owner.statuses.pop(0) if owner.statuses else 200
                 owner.requests.append({"headers": dict(self.headers), "body": body,
@@ -245,13 +245,13 @@ async def test_queue_is_bounded_and_drops_are_counted(
 def test_config_refuses_webhooks_without_a_secret_or_with_a_bad_url() -> None:
     from authz.config import ConfigError
 
-    with pytest.raises(ConfigError, match="webhooks.secret_file"):
+    with pytest.raises(ConfigError, match=r"webhooks\.secret_file"):
         load_config(environ={"JIRA_AUTHZ_WEBHOOKS_URL": "https://hooks.example.com/x"})
-    with pytest.raises(ConfigError, match="webhooks.url"):
+    with pytest.raises(ConfigError, match=r"webhooks\.url"):
         load_config(environ={"JIRA_AUTHZ_WEBHOOKS_URL": "ftp://x",
                              "JIRA_AUTHZ_WEBHOOKS_SECRET_FILE": "/x"})
-    with pytest.raises(ConfigError, match="webhooks.events"):
+    with pytest.raises(ConfigError, match=r"webhooks\.events"):
         load_config(environ={"JIRA_AUTHZ_WEBHOOKS_EVENTS": "token.created,token.leaked"})
-    with pytest.raises(ConfigError, match="lifecycle.expiring_window"):
+    with pytest.raises(ConfigError, match=r"lifecycle\.expiring_window"):
         load_config(environ={"JIRA_AUTHZ_LIFECYCLE_EXPIRING_WINDOW": "14"})
     assert os.environ.get("JIRA_AUTHZ_WEBHOOKS_URL") is None
