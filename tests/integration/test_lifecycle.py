@@ -205,6 +205,18 @@ async def test_list_filters_through_operations_cli_and_api(
         assert r.returncode == 0, r.stderr
         assert {t["label"] for t in json.loads(r.stdout)} == {"active-stale", "never-used"}
 
+    # rotate --grace takes a duration; the old token then lists as rotating.
+    r = await asyncio.to_thread(cli, env, "token", "rotate", ids["active-fresh"], "--grace",
+                                "1h", "--json")
+    assert r.returncode == 0, r.stderr
+    rotated = json.loads(r.stdout)
+    assert rotated["previous"]["state"] == "rotating" and rotated["state"] == "active"
+    r = await asyncio.to_thread(cli, env, "token", "list", "--state", "rotating", "--json")
+    assert {t["label"] for t in json.loads(r.stdout)} == {"rotating", "active-fresh"}
+    r = await asyncio.to_thread(cli, env, "token", "rotate", ids["active-stale"], "--grace",
+                                "1 hour")
+    assert r.returncode == 1 and "--grace" in r.stderr
+
 
 async def test_prune_reports_then_removes_and_audits(
     redis_url: str, prefix: str, tmp_path: Path

@@ -194,6 +194,19 @@ async def test_what_the_policy_allows_goes_through_with_a_warning(
             any_user=True, expires_at=time.time() + DAY, limits=[".*/rest/api/2/myself"]),
             metadata=auth(), timeout=10)
         assert made_pb.token.user == "" and "ANY Jira login" in made_pb.warnings[0]
+        # The CLI through the admin API: the server's policy, not the CLI's, decides.
+        renv = {k: v for k, v in os.environ.items() if not k.startswith("JIRA_AUTHZ_")}
+        renv["JIRA_AUTHZ_ADMIN_TOKEN"] = ADMIN_SECRET
+        remote = ["--admin-url", senv["JIRA_AUTHZ_LISTEN_ADMIN"]]
+        r = await asyncio.to_thread(cli, renv, "token", "create", *remote, "--user", "bo")
+        assert r.returncode == 1 and "policy.require_expiry:" in r.stderr, r.stderr
+        r = await asyncio.to_thread(cli, renv, "token", "create", *remote, "--any-user", *ok)
+        assert r.returncode == 0, r.stderr
+        assert "ANY Jira login" in r.stderr and json.loads(r.stdout)["user"] is None
+        r = await asyncio.to_thread(cli, renv, "token", "create", *remote, "--user", "BO", *ok)
+        assert r.returncode == 0, r.stderr  # bo's second usable token: the maximum
+        r = await asyncio.to_thread(cli, renv, "token", "create", *remote, "--user", "bo", *ok)
+        assert r.returncode == 1 and "policy.max_active_tokens_per_user:" in r.stderr
 
 
 async def test_rotation_is_held_to_the_policy(redis_url: str, prefix: str) -> None:
