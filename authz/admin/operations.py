@@ -208,14 +208,15 @@ class TokenAdmin:
         return token
 
     async def revoke(self, token_id: str, *, at: float | None = None) -> Token:
-        await self._get(token_id)
+        before = await self._get(token_id)
         when = self.clock() if at is None else at
         try:
             token = await self.store.revoke(token_id, when)
         except TokenNotFound:
             raise not_found(token_id) from None
         await self._record("revoke", token_id, revoked_at=format_time(token.revoked_at or when))
-        await self._notify("token.revoked", token)
+        if before.revoked_at is None or before.revoked_at > when:  # not already revoked
+            await self._notify("token.revoked", token)
         return token
 
     async def rotate(self, token_id: str, *, grace_seconds: float = 0.0) -> tuple[

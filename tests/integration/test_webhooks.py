@@ -237,7 +237,14 @@ async def test_queue_is_bounded_and_drops_are_counted(
             await admin.create(TokenRequest(user=f"u{i}"))  # the change itself never fails
         queue = WebhookQueue(client, prefix, 3)
         assert await queue.depth() == 3 and await queue.dropped() == 2
-        assert len(await admin.store.list()) == 5
+        await client.delete(queue.stream)
+        t, _ = await admin.create(TokenRequest(user="v"))
+        await admin.revoke(t.id)
+        await admin.revoke(t.id)  # already revoked: no second event
+        kinds = [json.loads(f["event"] if "event" in f else f[b"event"])["type"]
+                 for _, f in await client.xrange(queue.stream)]
+        assert kinds == ["token.created", "token.revoked"]
+        assert len(await admin.store.list()) == 6
     finally:
         await client.aclose()
 
