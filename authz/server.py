@@ -219,12 +219,14 @@ class Server:
                     await task
         if self.admin is not None:
             await self.admin.stop(grace)
-        await self.lifecycle.stop()
-        if self.webhooks is not None:
-            await self.webhooks.stop()
         await self.grpc.stop(grace)
         remaining = max(1.0, grace - (time.monotonic() - started))
         await self.audit.close(timeout=remaining)
+        # After the drain and the audit flush: an event whose delivery is cut short stays
+        # queued in Redis and is sent after the restart.
+        await self.lifecycle.stop()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         await self.cache.close()
         self.tracing.shutdown()
         self._unregister_metrics()
