@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from authz.domain.lifecycle import InvalidDuration, parse_duration
+
 ENV_PREFIX = "JIRA_AUTHZ_"
 
 
@@ -161,8 +163,65 @@ class JiraConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
+    """Token policy, enforced by the operations layer at create, import and rotate, for the
+    CLI, the admin API and the console alike; a refused request names the rule."""
+
     max_lifetime_days: float = 0.0
     """Tokens must expire within this many days (0: no maximum)."""
+    require_expiry: bool = False
+    """Every new token must have an expiry."""
+    max_active_tokens_per_user: int = 0
+    """Most usable (active or rotating) tokens one bound user may hold (0: no maximum)."""
+    allow_unbound: bool = False
+    """Allow unbound ("anyone") tokens: any login may use them. Even then each one must be
+    asked for explicitly (``--any-user``); imports keep Extender's unbound tokens only when
+    this is true."""
+    allow_unrestricted: bool = True
+    """Allow tokens without restriction lines (they may call every supported endpoint)."""
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    expiring_window: str = "14d"
+    """"Expires soon": usable tokens whose expiry falls within this (metrics, webhooks)."""
+    unused_after: str = "90d"
+    """"Stale": usable tokens not used (never used: created) for this long (metrics)."""
+    scan_interval: str = "5m"
+    """How often one replica recomputes the lifecycle metrics (one owner across replicas)."""
+
+    @property
+    def expiring_window_seconds(self) -> float:
+        return parse_duration(self.expiring_window)
+
+    @property
+    def unused_after_seconds(self) -> float:
+        return parse_duration(self.unused_after)
+
+    @property
+    def scan_interval_seconds(self) -> float:
+        return parse_duration(self.scan_interval)
+
+
+@dataclass(frozen=True)
+class WebhooksConfig:
+    url: str = ""
+    """http(s) URL receiving token events as signed JSON POSTs; empty disables webhooks."""
+    secret_file: str = ""
+    """File holding the HMAC-SHA256 signing secret (a mounted Secret; required with url)."""
+    events: tuple[str, ...] = (
+        "token.created", "token.revoked", "token.rotated", "token.expiring", "token.expired",
+        "token.pruned",
+    )
+    """Events sent; others are not queued."""
+    max_queue: int = 10_000
+    """Most undelivered events kept (in Redis, so none is lost across restarts); beyond it new
+    events are counted as dropped and logged."""
+    timeout: str = "5s"
+    """Per-delivery HTTP timeout."""
+    max_backoff: str = "5m"
+    """Retries back off exponentially from 1 s up to this."""
+    claim_after: str = "2m"
+    """An event left in flight by a replica that died is taken over after this long."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +273,8 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -330,6 +391,37 @@ def _validate(cfg: Config) -> None:
     if cfg.policy.max_lifetime_days < 0:
         raise ConfigError("policy.max_lifetime_days", "must be >= 0")
     _check_base_url(cfg.jira.base_url)
+    if cfg.policy.max_active_tokens_per_user < 0:
+        raise ConfigError("policy.max_active_tokens_per_user", "must be >= 0")
+    _check_durations("lifecycle", cfg.lifecycle, ("expiring_window", "unused_after",
+                                                  "scan_interval"))
+    _check_durations("webhooks", cfg.webhooks, ("timeout", "max_backoff", "claim_after"))
+    w = cfg.webhooks
+    if w.url:
+        if not w.url.startswith(("http://", "https://")):
+            raise ConfigError("webhooks.url", "must start with http:// or https://")
+        if not w.secret_file:
+            raise ConfigError("webhooks.secret_file", "signed webhooks need a secret file")
+    if w.max_queue < 1:
+        raise ConfigError("webhooks.max_queue", "must be >= 1")
+    for e in w.events:
+        if e not in WEBHOOK_EVENTS:
+            raise ConfigError("webhooks.events", f"unknown event {e!r}; known: "
+                              + ", ".join(WEBHOOK_EVENTS))
+
+
+WEBHOOK_EVENTS = ("token.created", "token.revoked", "token.rotated", "token.expiring",
+                  "token.expired", "token.pruned")
+
+
+def _check_durations(section: str, obj: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        try:
+            seconds = parse_duration(getattr(obj, name))
+        except InvalidDuration as e:
+            raise ConfigError(f"{section}.{name}", str(e)) from None
+        if seconds <= 0:
+            raise ConfigError(f"{section}.{name}", "must be > 0")
 
 
 def _check_base_url(url: str) -> None:

@@ -34,8 +34,10 @@ from authz.domain.decide import Policy
 from authz.domain.model import Decision, HttpRequest
 from authz.envoyauth.request import to_http_request
 from authz.envoyauth.response import ResponseBuilder
+from authz.lifecycle_watch import LifecycleWatch
 from authz.service import CheckService, StoreUnavailableError
 from authz.tracing import Tracing
+from authz.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("authz.access")
@@ -150,6 +152,9 @@ class Server:
             raise OSError(f"cannot listen on {cfg.listen.check}")
         self.admin = build_admin_server(self.redis, cfg) if cfg.listen.admin else None
         self._unregister_metrics = metrics.register_runtime(self.cache, self.audit)
+        # Token lifecycle: metrics (one owner across replicas) and webhooks, off the Check path.
+        self.lifecycle = LifecycleWatch(self.redis, cfg)
+        self.webhooks = WebhookSender(self.redis, cfg) if cfg.webhooks.url else None
         self._readiness: asyncio.Task[None] | None = None
         self._failovers: asyncio.Task[None] | None = None
         self._metrics_http: Any = None
@@ -166,6 +171,9 @@ class Server:
         await self.grpc.start()
         if self.admin is not None:
             await self.admin.start()
+        self.lifecycle.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
         self._readiness = asyncio.create_task(self._readiness_loop(), name="readiness")
         if self.cfg.redis.mode == "sentinel":
             self._failovers = asyncio.create_task(
@@ -214,6 +222,11 @@ class Server:
         await self.grpc.stop(grace)
         remaining = max(1.0, grace - (time.monotonic() - started))
         await self.audit.close(timeout=remaining)
+        # After the drain and the audit flush: an event whose delivery is cut short stays
+        # queued in Redis and is sent after the restart.
+        await self.lifecycle.stop()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         await self.cache.close()
         self.tracing.shutdown()
         self._unregister_metrics()

@@ -315,6 +315,18 @@ end
 return done
 """
 
+# KEYS: token, tokens-set. ARGV: id, prefix of secret keys. Removes the record, its secret
+# key (only while it still points at this id) and its set entry; returns 0 if already gone.
+_DELETE = """
+local h = redis.call('HGET', KEYS[1], 'secret_hash')
+if not h then redis.call('SREM', KEYS[2], ARGV[1]) return 0 end
+local skey = ARGV[2] .. h
+if redis.call('GET', skey) == ARGV[1] then redis.call('DEL', skey) end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+"""
+
 _LIST_BATCH = 500
 _USE_BATCH = 64
 """Use records per script call: one call per batch instead of one per token (a second's worth
@@ -332,6 +344,7 @@ class RedisTokenStore:
         self._update = client.register_script(_UPDATE)
         self._revoke = client.register_script(_REVOKE)
         self._record_uses = client.register_script(_RECORD_USES)
+        self._delete = client.register_script(_DELETE)
 
     # keys
 
@@ -467,6 +480,17 @@ class RedisTokenStore:
                 args += (int(n), _fmt_float(at))
             with redis_errors(self.set_key):
                 await self._record_uses(keys=[self.token_key(t) for t, _, _ in chunk], args=args)
+
+    async def delete(self, token_id: str) -> bool:
+        """Remove a token's record for good (``prune``); False when it was already gone. The
+        audit stream is not touched. No invalidation is sent: only tokens that already stop
+        working are pruned, and a cache keeps them refused until it forgets them."""
+        _check_id(token_id)
+        key = self.token_key(token_id)
+        with redis_errors(key):
+            n = await self._delete(keys=[key, self.set_key],
+                                   args=[token_id, f"{self.prefix}secret:"])
+        return bool(n)
 
     # helpers
 

@@ -23,7 +23,7 @@ from authz.adapters.redis_store import StoreError, StoreUnavailable
 from authz.admin.operations import AdminError, TokenAdmin
 from authz.config import Config
 from authz.domain.audit_event import AuditRecord
-from authz.domain.issuing import TokenRequest
+from authz.domain.issuing import TokenRequest, issue_warnings
 from authz.domain.model import Token
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ _STATE = {
     "active": admin_pb2.TOKEN_STATE_ACTIVE,
     "expired": admin_pb2.TOKEN_STATE_EXPIRED,
     "revoked": admin_pb2.TOKEN_STATE_REVOKED,
+    "rotating": admin_pb2.TOKEN_STATE_ROTATING,
 }
 _STATE_NAME = {v: k for k, v in _STATE.items()}
 _CODES = {
@@ -144,13 +145,14 @@ class AdminServicer(admin_pb2_grpc.TokenAdminServicer):
             label=request.label, user=request.user or None, logins=list(request.logins),
             expires_at=request.expires_at or None, limits=list(request.limits),
             ips=list(request.ips), on_behalf_of=list(request.on_behalf_of),
-            secret=request.secret or None,
+            secret=request.secret or None, any_user=request.any_user,
         )
 
         async def op(a: TokenAdmin) -> admin_pb2.CreateTokenResponse:
             token, secret = await a.create(req)
             return admin_pb2.CreateTokenResponse(token=token_pb(token, a.clock()), secret=secret,
-                                                 warnings=limit_lint(token.limits))
+                                                 warnings=limit_lint(token.limits)
+                                                 + issue_warnings(token))
 
         return await self._run(context, op)
 
@@ -166,6 +168,8 @@ class AdminServicer(admin_pb2_grpc.TokenAdminServicer):
                 user=request.user or None, label=request.label or None,
                 state=_STATE_NAME.get(request.state), page_size=request.page_size,
                 page_token=request.page_token,
+                expiring_within=request.expiring_within_seconds or None,
+                unused_for=request.unused_for_seconds or None,
             )
             now = a.clock()
             return admin_pb2.ListTokensResponse(
@@ -243,6 +247,18 @@ class AdminServicer(admin_pb2_grpc.TokenAdminServicer):
             return admin_pb2.QueryAuditResponse(
                 events=[admin_pb2.AuditEvent(fields=audit_fields(r), id=r.id) for r in records]
             )
+
+        return await self._run(context, op)
+
+    async def PruneTokens(self, request: Any, context: Any) -> admin_pb2.PruneTokensResponse:
+        async def op(a: TokenAdmin) -> admin_pb2.PruneTokensResponse:
+            rep = await a.prune(older_than=request.older_than_seconds, apply=request.apply)
+            now = a.clock()
+            return admin_pb2.PruneTokensResponse(applied=rep.applied, tokens=[
+                admin_pb2.PrunedToken(token=token_pb(it.token, now), ended_at=it.ended_at,
+                                      removed=it.removed)
+                for it in rep.items
+            ])
 
         return await self._run(context, op)
 

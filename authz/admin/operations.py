@@ -7,6 +7,7 @@ as an ``admin`` event (who changed what; never a secret).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -21,8 +22,11 @@ from authz.adapters.redis_store import (
     TokenNotFound,
     redis_errors,
 )
+from authz.adapters.webhook_queue import WebhookQueue
 from authz.config import Config
+from authz.domain import lifecycle
 from authz.domain import limits as limits_mod
+from authz.domain import webhook_event as hooks
 from authz.domain.audit_event import AuditRecord, format_time
 from authz.domain.extender_import import (
     STATUS_EXISTS,
@@ -30,11 +34,13 @@ from authz.domain.extender_import import (
     ImportItem,
     parse_extender_json,
 )
-from authz.domain.issuing import InvalidToken, TokenRequest, issue
+from authz.domain.issuing import InvalidToken, IssuePolicy, TokenRequest, issue
+from authz.domain.lifecycle import TokenFilter
 from authz.domain.model import Token
 from authz.domain.secrets import hash_secret
 
 MAX_PAGE = 1000
+log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://jira.example.com"
 """Where path-only URLs and snippets point when ``jira.base_url`` is not configured."""
 
@@ -71,6 +77,21 @@ class LimitTest:
 
 
 @dataclass(frozen=True)
+class PruneItem:
+    token: Token
+    ended_at: float
+    """When it stopped working (expiry or revocation)."""
+    removed: bool
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    items: list[PruneItem]
+    applied: bool
+    older_than: float
+
+
+@dataclass(frozen=True)
 class ImportReport:
     items: list[ImportItem]
     applied: bool
@@ -95,6 +116,8 @@ class TokenAdmin:
         self.audit = AuditStream(client, cfg.audit)
         self.actor = actor
         self.clock = clock
+        self.policy = IssuePolicy.from_config(cfg.policy)
+        self.webhooks = WebhookQueue(client, cfg.redis.key_prefix, cfg.webhooks.max_queue)
 
     # --- admin audit ---------------------------------------------------------------------------
 
@@ -116,10 +139,10 @@ class TokenAdmin:
 
     async def create(self, req: TokenRequest) -> tuple[Token, str]:
         req = replace(req, created_by=req.created_by or self.actor)
+        now = self.clock()
+        active = await self._active_for_user(req.user, now)
         try:
-            token, secret = issue(
-                req, now=self.clock(), max_lifetime_days=self.cfg.policy.max_lifetime_days
-            )
+            token, secret = issue(req, now=now, policy=self.policy, active_for_user=active)
         except InvalidToken as e:
             raise AdminError("invalid", "token refused: " + "; ".join(e.problems)) from None
         try:
@@ -128,6 +151,7 @@ class TokenAdmin:
             raise AdminError("exists", "another token already uses this secret") from None
         await self._record("create", token.id, label=token.label, user=token.user,
                            imported=req.secret is not None)
+        await self._notify("token.created", token)
         return token, secret
 
     async def get(self, token_id: str) -> Token:
@@ -151,6 +175,8 @@ class TokenAdmin:
         state: str | None = None,
         page_size: int = 100,
         page_token: str = "",
+        expiring_within: float | None = None,
+        unused_for: float | None = None,
     ) -> tuple[list[Token], str]:
         """One page, oldest first; the page token is the offset (stable while tokens are
         only added, as ids are never reused)."""
@@ -161,13 +187,12 @@ class TokenAdmin:
             start = int(page_token or "0")
         except ValueError:
             raise AdminError("invalid", f"bad page token {page_token!r}") from None
+        flt = TokenFilter(user=user, label=label, state=state, expiring_within=expiring_within,
+                          unused_for=unused_for)
+        if problems := flt.problems():
+            raise AdminError("invalid", "; ".join(problems))
         now = self.clock()
-        tokens = [
-            t for t in await self.store.list()
-            if (not user or (t.user or "").casefold() == user.casefold())
-            and (not label or label.casefold() in t.label.casefold())
-            and (not state or t.state(now) == state)
-        ]
+        tokens = [t for t in await self.store.list() if flt.matches(t, now)]
         page = tokens[start : start + page_size]
         nxt = str(start + page_size) if start + page_size < len(tokens) else ""
         return page, nxt
@@ -199,13 +224,15 @@ class TokenAdmin:
         return token
 
     async def revoke(self, token_id: str, *, at: float | None = None) -> Token:
-        await self._get(token_id)
+        before = await self._get(token_id)
         when = self.clock() if at is None else at
         try:
             token = await self.store.revoke(token_id, when)
         except TokenNotFound:
             raise not_found(token_id) from None
         await self._record("revoke", token_id, revoked_at=format_time(token.revoked_at or when))
+        if before.revoked_at is None or before.revoked_at > when:  # not already revoked
+            await self._notify("token.revoked", token)
         return token
 
     async def rotate(self, token_id: str, *, grace_seconds: float = 0.0) -> tuple[
@@ -219,20 +246,25 @@ class TokenAdmin:
             raise AdminError("invalid", "grace period must be >= 0")
         old = await self._get(token_id)
         now = self.clock()
-        if old.state(now) != "active":
-            raise AdminError("failed_precondition", f"token {token_id} is not active")
+        state = old.state(now)
+        if state != lifecycle.ACTIVE:
+            raise AdminError("failed_precondition", f"token {token_id} is {state}, not active")
         req = TokenRequest(
             label=old.label, user=old.user, logins=old.logins, expires_at=old.expires_at,
             limits=old.limits, ips=old.ips, on_behalf_of=old.on_behalf_of,
-            created_by=self.actor,
+            created_by=self.actor, any_user=old.user is None,
         )
+        # The new token replaces the old one: the old one is not counted against the cap.
+        active = await self._active_for_user(old.user, now, excluding=old.id)
         try:
-            new, secret = issue(req, now=now)
+            new, secret = issue(req, now=now, policy=self.policy, active_for_user=active)
         except InvalidToken as e:
             raise AdminError("invalid", "rotation refused: " + "; ".join(e.problems)) from None
         await self.store.create(new)
         previous = await self.store.revoke(token_id, now + grace_seconds)
         await self._record("rotate", token_id, new_token_id=new.id, grace_seconds=grace_seconds)
+        await self._notify("token.rotated", previous, new_token_id=new.id,
+                           grace_seconds=grace_seconds)
         return new, secret, previous
 
     async def test_limits(
@@ -266,9 +298,7 @@ class TokenAdmin:
     async def import_extender(self, data: bytes | str, *, apply: bool) -> ImportReport:
         now = self.clock()
         try:
-            items = parse_extender_json(
-                data, now=now, max_lifetime_days=self.cfg.policy.max_lifetime_days
-            )
+            items = parse_extender_json(data, now=now, policy=self.policy)
         except ValueError as e:
             raise AdminError("invalid", f"import file refused: {e}") from None
         # Idempotent: a secret already stored is reported as existing and skipped.
@@ -281,6 +311,7 @@ class TokenAdmin:
                     checked.append(it)
                     continue
             checked.append(it)
+        checked = await self._import_caps(checked, now)
         invalid = [it for it in checked if it.status == STATUS_INVALID]
         ids: dict[int, str] = {}
         if not apply or invalid:
@@ -291,9 +322,85 @@ class TokenAdmin:
             token, _ = issue(it.request, now=now, allow_expired=True)
             await self.store.create(token)
             ids[it.index] = token.id
+            await self._notify("token.created", token, imported=True)
         await self._record("import", "", imported=len(ids),
                            skipped=sum(1 for it in checked if it.status == STATUS_EXISTS))
         return ImportReport(checked, True, ids)
+
+    async def _import_caps(self, items: list[ImportItem], now: float) -> list[ImportItem]:
+        """policy.max_active_tokens_per_user over the store plus the file: the only import
+        rule that needs the store, applied per token in file order."""
+        cap = self.policy.max_active_tokens_per_user
+        if cap <= 0:
+            return items
+        counts: dict[str, int] = {}
+        for t in await self.store.list():
+            if t.user and t.state(now) in lifecycle.USABLE:
+                counts[t.user.casefold()] = counts.get(t.user.casefold(), 0) + 1
+        out: list[ImportItem] = []
+        for it in items:
+            if it.status == "new" and it.request is not None and it.request.user:
+                key = it.request.user.casefold()
+                have = counts.get(key, 0)
+                if have >= cap:
+                    it = replace(it, status=STATUS_INVALID, problems=(*it.problems, (
+                        f"policy.max_active_tokens_per_user: user {it.request.user!r} would "
+                        f"hold more than {cap} usable token(s)")))
+                counts[key] = have + 1
+            out.append(it)
+        return out
+
+    async def _active_for_user(
+        self, user: str | None, now: float, *, excluding: str = ""
+    ) -> int:
+        """Usable tokens bound to ``user``; read only when the cap is on (it lists the store:
+        fine for an admin call, never on the Check path)."""
+        if not user or self.policy.max_active_tokens_per_user <= 0:
+            return 0
+        key = user.casefold()
+        return sum(
+            1 for t in await self.store.list()
+            if t.id != excluding and (t.user or "").casefold() == key
+            and t.state(now) in lifecycle.USABLE
+        )
+
+    async def prune(self, *, older_than: float, apply: bool = False) -> PruneReport:
+        """Records of tokens expired or revoked for at least ``older_than`` seconds: a report
+        (dry run) or, with ``apply``, their removal, each one audited. The audit stream keeps
+        the history of their calls."""
+        if not older_than >= 0:  # also NaN
+            raise AdminError("invalid", "older_than must be a duration >= 0")
+        now = self.clock()
+        found = [t for t in await self.store.list() if lifecycle.prunable(t, now, older_than)]
+        items: list[PruneItem] = []
+        for t in found:
+            end = lifecycle.ended_at(t, now) or now
+            removed = False
+            if apply:
+                removed = await self.store.delete(t.id)
+                if removed:
+                    await self._record("prune", t.id, label=t.label, user=t.user,
+                                       state=t.state(now), ended_at=format_time(end))
+                    await self._notify("token.pruned", t)
+            items.append(PruneItem(t, end, removed))
+        return PruneReport(items, apply, older_than)
+
+    async def _notify(self, kind: str, token: Token, **details: Any) -> None:
+        """Queue a webhook event when webhooks are on (configured here, or a delivering server
+        says so in Redis: the CLI may run without the server's config). Never fails the change
+        it reports: a queue problem is logged and counted by the queue."""
+        w = self.cfg.webhooks
+        if w.url and kind not in w.events:
+            return
+        try:
+            if not w.url and not await self.webhooks.enabled():
+                return
+            await self.webhooks.enqueue(
+                hooks.build_event(kind, token, now=self.clock(), actor=self.actor, **details))
+        except Exception as e:  # the change is made and audited; the event is secondary
+            log.error(
+                "webhook event not queued", extra={"event": kind, "token_id": token.id,
+                                                   "error": type(e).__name__})
 
     async def audit_query(self, **filters: Any) -> list[AuditRecord]:
         return await self.audit.query(**filters)

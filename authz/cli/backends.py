@@ -14,7 +14,14 @@ from typing import Any, Protocol
 
 import grpc
 
-from authz.admin.operations import AdminError, ImportReport, LimitTest, TokenAdmin
+from authz.admin.operations import (
+    AdminError,
+    ImportReport,
+    LimitTest,
+    PruneItem,
+    PruneReport,
+    TokenAdmin,
+)
 from authz.config import Config
 from authz.domain.audit_event import AuditRecord, parse_event
 from authz.domain.extender_import import ImportItem
@@ -30,7 +37,9 @@ class Backend(Protocol):
     async def create(self, req: TokenRequest) -> tuple[Token, str]: ...
     async def get(self, token_id: str) -> Token: ...
     async def list(self, *, user: str | None, label: str | None, state: str | None,
-                   page_size: int, page_token: str) -> tuple[list[Token], str]: ...
+                   page_size: int, page_token: str, expiring_within: float | None = None,
+                   unused_for: float | None = None) -> tuple[list[Token], str]: ...
+    async def prune(self, *, older_than: float, apply: bool) -> PruneReport: ...
     async def update(self, token_id: str, *, label: str | None,
                      limits: Sequence[str] | None) -> Token: ...
     async def revoke(self, token_id: str) -> Token: ...
@@ -125,6 +134,7 @@ class RemoteBackend:
             label=req.label, user=req.user or "", logins=list(req.logins),
             expires_at=req.expires_at or 0.0, limits=list(req.limits), ips=list(req.ips),
             on_behalf_of=list(req.on_behalf_of), secret=req.secret or "",
+            any_user=req.any_user,
         ))
         return self._token(r.token), r.secret
 
@@ -132,13 +142,21 @@ class RemoteBackend:
         return self._token(await self._call("GetToken", self.pb.GetTokenRequest(id=token_id)))
 
     async def list(self, *, user: str | None, label: str | None, state: str | None,
-                   page_size: int, page_token: str) -> tuple[list[Token], str]:
-        states = {"active": 1, "expired": 2, "revoked": 3}
+                   page_size: int, page_token: str, expiring_within: float | None = None,
+                   unused_for: float | None = None) -> tuple[list[Token], str]:
+        states = {"active": 1, "expired": 2, "revoked": 3, "rotating": 4}
         r = await self._call("ListTokens", self.pb.ListTokensRequest(
             user=user or "", label=label or "", state=states.get(state or "", 0),
             page_size=page_size, page_token=page_token,
+            expiring_within_seconds=expiring_within or 0.0, unused_for_seconds=unused_for or 0.0,
         ))
         return [self._token(t) for t in r.tokens], r.next_page_token
+
+    async def prune(self, *, older_than: float, apply: bool) -> PruneReport:
+        r = await self._call("PruneTokens", self.pb.PruneTokensRequest(
+            older_than_seconds=older_than, apply=apply))
+        return PruneReport([PruneItem(self._token(t.token), t.ended_at, t.removed)
+                            for t in r.tokens], r.applied, older_than)
 
     async def update(self, token_id: str, *, label: str | None,
                      limits: Sequence[str] | None) -> Token:

@@ -22,7 +22,9 @@ from typing import Any, NoReturn, TypeVar
 
 from authz.cli import render
 from authz.config import Config, ConfigError, load_config
-from authz.domain.issuing import DAY, TokenRequest
+from authz.domain.issuing import DAY, TokenRequest, issue_warnings
+from authz.domain.lifecycle import STATES, InvalidDuration
+from authz.domain.lifecycle import parse_duration as _parse_duration
 
 EXIT_FAIL = 1
 EXIT_USAGE = 2
@@ -34,11 +36,20 @@ class CliError(Exception):
     """A one-line reason for the user; exit code 1."""
 
 
+def parse_duration(text: str, flag: str) -> float:
+    """Seconds from '30d', '12h', '1d12h' (the domain's one duration parser)."""
+    try:
+        return _parse_duration(text)
+    except InvalidDuration as e:
+        raise CliError(f"{flag}: {e}") from None
+
+
 def parse_time(text: str, flag: str) -> float:
     """ISO-8601 date/time (UTC when no zone), or a relative '15m', '2h', '7d' ago."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(text[:-1]) * units[text[-1]]
+    try:
+        return time.time() - _parse_duration(text)
+    except InvalidDuration:
+        pass
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -205,8 +216,16 @@ def cmd_config_docs(args: argparse.Namespace) -> int:
 
 
 def _expiry(args: argparse.Namespace, now: float) -> float | None:
-    if args.expires_in_days is not None and args.expires_at is not None:
-        raise CliError("give --expires-in-days or --expires-at, not both")
+    given = [f for f, v in (("--expires-in", args.expires_in),
+                            ("--expires-in-days", args.expires_in_days),
+                            ("--expires-at", args.expires_at)) if v is not None]
+    if len(given) > 1:
+        raise CliError(f"give one of {', '.join(given)}, not several")
+    if args.expires_in is not None:
+        seconds = parse_duration(args.expires_in, "--expires-in")
+        if seconds <= 0:
+            raise CliError("--expires-in must be > 0")
+        return now + seconds
     if args.expires_in_days is not None:
         if args.expires_in_days <= 0:
             raise CliError("--expires-in-days must be > 0")
@@ -221,9 +240,13 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     req = TokenRequest(
         label=args.label, user=args.user, logins=args.login, expires_at=_expiry(args, now),
         limits=args.limit, ips=args.ip, on_behalf_of=args.on_behalf_of, secret=args.secret,
+        any_user=args.any_user,
     )
     token, secret = _run(args, lambda b: b.create(req))
     warnings = _warn_limits(token.limits)
+    for w in issue_warnings(token):
+        print(f"jira-authz: warning: {w}", file=sys.stderr)
+        warnings.append(w)
     if args.json:
         _print_json({**render.token_json(token, now), "secret": secret, "warnings": warnings})
         return 0
@@ -234,12 +257,21 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
+    extra: dict[str, float] = {}
+    if args.expiring is not None:
+        extra["expiring_within"] = parse_duration(args.expiring, "--expiring")
+    if args.unused_for is not None:
+        extra["unused_for"] = parse_duration(args.unused_for, "--unused-for")
+    for k, v in extra.items():
+        if v <= 0:
+            raise CliError(f"--{k.replace('_within', '').replace('_', '-')} must be > 0")
+
     async def op(b: Any) -> list[Any]:
         out: list[Any] = []
         page = ""
         while True:
             tokens, page = await b.list(user=args.user, label=args.label, state=args.state,
-                                        page_size=1000, page_token=page)
+                                        page_size=1000, page_token=page, **extra)
             out += tokens
             if not page:
                 return out
@@ -288,7 +320,37 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_prune(args: argparse.Namespace) -> int:
+    older = parse_duration(args.older_than, "--older-than")
+    report = _run(args, lambda b: b.prune(older_than=older, apply=args.apply))
+    now = time.time()
+    if args.json:
+        _print_json({"applied": report.applied, "older_than_seconds": older, "tokens": [
+            {**render.token_json(it.token, now), "ended_at": render.iso(it.ended_at),
+             "removed": it.removed} for it in report.items]})
+        return 0
+    print(render.table(
+        [(it.token.id, it.token.label, it.token.user or "(any)", it.token.state(now),
+          render.iso(it.ended_at), "removed" if it.removed else ("gone" if report.applied
+                                                                 else "would remove"))
+         for it in report.items],
+        ("ID", "LABEL", "USER", "STATE", "ENDED", "ACTION"),
+    ))
+    n = len(report.items)
+    if report.applied:
+        print(f"\nRemoved {sum(it.removed for it in report.items)} token record(s); their "
+              "audit history is kept.")
+    else:
+        print(f"\nDry run: {n} token record(s) expired or revoked for {args.older_than} or "
+              "longer. Run again with --apply to remove them.")
+    return 0
+
+
 def cmd_token_rotate(args: argparse.Namespace) -> int:
+    if args.grace is not None:
+        if args.grace_seconds:
+            raise CliError("give --grace or --grace-seconds, not both")
+        args.grace_seconds = parse_duration(args.grace, "--grace")
     if args.grace_seconds < 0:
         raise CliError("--grace-seconds must be >= 0")
     new, secret, old = _run(args, lambda b: b.rotate(args.id, grace_seconds=args.grace_seconds))
@@ -466,8 +528,12 @@ def _token_parsers(sub: Any) -> None:
     p.add_argument("--user", help="bind the token to this Jira user")
     p.add_argument("--login", action="append", default=[],
                    help="extra accepted login for a bound token (repeatable)")
-    p.add_argument("--expires-in-days", type=float, metavar="DAYS",
-                   help="expire this many days from now")
+    p.add_argument("--any-user", action="store_true",
+                   help="create an UNBOUND token that any login may use (needs "
+                   "policy.allow_unbound)")
+    p.add_argument("--expires-in", metavar="DURATION",
+                   help="expiry from now: 30d, 12h, 90m, 1d12h")
+    p.add_argument("--expires-in-days", type=float, help=argparse.SUPPRESS)
     p.add_argument("--expires-at", metavar="TIME",
                    help="absolute ISO-8601 expiry, e.g. 2027-01-31 or 2027-01-31T00:00:00Z")
     p.add_argument("--limit", action="append", default=[], metavar="LINE",
@@ -484,9 +550,21 @@ def _token_parsers(sub: Any) -> None:
     _store_flags(p)
     p.add_argument("--user", help="bound to this user (case-insensitive)")
     p.add_argument("--label", help="label contains (case-insensitive)")
-    p.add_argument("--state", choices=["active", "expired", "revoked"],
-                   help="only tokens in this state")
+    p.add_argument("--state", choices=list(STATES),
+                   help="rotating: revoked at the end of a rotation's grace period")
+    p.add_argument("--expiring", metavar="DURATION",
+                   help="usable tokens expiring within this, e.g. 14d")
+    p.add_argument("--unused-for", metavar="DURATION",
+                   help="usable tokens not used (never used: since creation) for this, e.g. 30d")
     p.set_defaults(func=cmd_token_list)
+
+    p = tok.add_parser("prune", help="remove records of tokens expired or revoked long ago "
+                       "(dry run by default; audit history is kept)")
+    _store_flags(p)
+    p.add_argument("--older-than", required=True, metavar="DURATION",
+                   help="expired or revoked for at least this long, e.g. 30d")
+    p.add_argument("--apply", action="store_true", help="remove them (each removal audited)")
+    p.set_defaults(func=cmd_token_prune)
 
     p = tok.add_parser("show", help="one token's details")
     _store_flags(p)
@@ -513,6 +591,8 @@ def _token_parsers(sub: Any) -> None:
     p.add_argument("id", help="token id (from token list)")
     p.add_argument("--grace-seconds", type=float, default=0.0,
                    help="keep the old token working this long (default: revoke now)")
+    p.add_argument("--grace", metavar="DURATION",
+                   help="the same as a duration: 10m, 1h, 2d")
     p.set_defaults(func=cmd_token_rotate)
 
     p = tok.add_parser("test", help="would the token allow this request? (no traffic sent)")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authz.domain import limits as limits_mod
-from authz.domain.issuing import TokenRequest, validate_request
+from authz.domain.issuing import IssuePolicy, TokenRequest, validate_request
 
 STATUS_NEW = "new"
 STATUS_EXPIRED = "expired"
@@ -58,8 +58,11 @@ def _ips(value: Any, problems: list[str]) -> list[str]:
 
 
 def parse_extender_json(
-    data: bytes | str, *, now: float, max_lifetime_days: float = 0.0
+    data: bytes | str, *, now: float, max_lifetime_days: float = 0.0,
+    policy: IssuePolicy | None = None,
 ) -> list[ImportItem]:
+    """One item per token. With ``policy`` every policy rule applies per token except the
+    count per user, which needs the store (the operations layer adds it)."""
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
@@ -72,11 +75,14 @@ def parse_extender_json(
         if not isinstance(raw, dict):
             items.append(ImportItem(i, "", "", None, STATUS_INVALID, ("entry is not an object",)))
             continue
-        items.append(_item(i, raw, now=now, max_lifetime_days=max_lifetime_days))
+        items.append(_item(i, raw, now=now, max_lifetime_days=max_lifetime_days, policy=policy))
     return items
 
 
-def _item(i: int, raw: dict[str, Any], *, now: float, max_lifetime_days: float) -> ImportItem:
+def _item(
+    i: int, raw: dict[str, Any], *, now: float, max_lifetime_days: float,
+    policy: IssuePolicy | None,
+) -> ImportItem:
     problems: list[str] = []
     label = raw.get("label") if isinstance(raw.get("label"), str) else ""
     user = raw.get("user") if isinstance(raw.get("user"), str) else ""
@@ -104,10 +110,11 @@ def _item(i: int, raw: dict[str, Any], *, now: float, max_lifetime_days: float) 
         created_at=created_at,
         use_count=use_count,
         secret=secret,
+        any_user=not user,  # Extender's unbound tokens are unbound on purpose
     )
     # An expired token is imported as expired: its history matters, and it stays refused.
     problems += validate_request(
-        req, now=now, max_lifetime_days=max_lifetime_days, allow_expired=True
+        req, now=now, max_lifetime_days=max_lifetime_days, allow_expired=True, policy=policy
     )
     expired = expires_at is not None and expires_at <= now
     status = STATUS_INVALID if problems else (STATUS_EXPIRED if expired else STATUS_NEW)

@@ -44,6 +44,66 @@ class TokenRequest:
     """Kept from an imported token."""
     secret: str | None = field(default=None, repr=False)
     """An imported secret (Extender migration); None draws a new one."""
+    any_user: bool = False
+    """Explicitly asked-for unbound token (``--any-user``): without a user, any login may use
+    it. Policy refuses an unbound request that does not say so."""
+
+
+@dataclass(frozen=True)
+class IssuePolicy:
+    """``policy`` config as plain data; every refusal names its key."""
+
+    max_lifetime_days: float = 0.0
+    require_expiry: bool = False
+    max_active_tokens_per_user: int = 0
+    allow_unbound: bool = False
+    allow_unrestricted: bool = True
+
+    @classmethod
+    def from_config(cls, policy: object) -> IssuePolicy:
+        names = ("max_lifetime_days", "require_expiry", "max_active_tokens_per_user",
+                 "allow_unbound", "allow_unrestricted")
+        return cls(**{n: getattr(policy, n) for n in names})
+
+
+UNBOUND_WARNING = ("warning: this token is unbound: ANY Jira login may use it and the request "
+                   "runs as that login; bind it to a user (--user) unless that is intended")
+
+
+def issue_warnings(token: Token) -> list[str]:
+    """What the creator must be told even though the token was accepted."""
+    return [UNBOUND_WARNING] if token.user is None else []
+
+
+def policy_problems(
+    req: TokenRequest, policy: IssuePolicy, *, now: float, active_for_user: int = 0,
+    expired: bool = False,
+) -> list[str]:
+    """Every policy rule the request breaks. ``active_for_user``: usable tokens the bound user
+    already holds (the caller counts them: that needs the store). An already expired import
+    is history, not a new credential: only the binding rules apply to it."""
+    problems: list[str] = []
+    if req.user is None:
+        if not req.any_user:
+            problems.append("any_user: a token without --user may be used by ANY login; ask "
+                            "for that explicitly with --any-user (admin API: any_user)")
+        elif not policy.allow_unbound:
+            problems.append("policy.allow_unbound: unbound tokens are not allowed; bind the "
+                            "token to a user (--user)")
+    elif req.any_user:
+        problems.append("any_user: --any-user and --user contradict each other")
+    if expired:
+        return problems
+    if policy.require_expiry and req.expires_at is None:
+        problems.append("policy.require_expiry: tokens must have an expiry (--expires-in)")
+    if not policy.allow_unrestricted and not [x for x in req.limits if x.strip()]:
+        problems.append("policy.allow_unrestricted: tokens must have at least one restriction "
+                        "line (--limit)")
+    cap = policy.max_active_tokens_per_user
+    if cap > 0 and req.user is not None and active_for_user >= cap:
+        problems.append(f"policy.max_active_tokens_per_user: user {req.user!r} already holds "
+                        f"{active_for_user} usable token(s); the maximum is {cap}")
+    return problems
 
 
 def new_token_id() -> str:
@@ -62,10 +122,14 @@ def _user_problem(what: str, value: str) -> str | None:
 
 
 def validate_request(
-    req: TokenRequest, *, now: float, max_lifetime_days: float, allow_expired: bool = False
+    req: TokenRequest, *, now: float, max_lifetime_days: float = 0.0,
+    allow_expired: bool = False, policy: IssuePolicy | None = None, active_for_user: int = 0,
 ) -> list[str]:
     """Every reason the request is refused (empty: acceptable). ``allow_expired`` is for
-    imports, which keep an expired token's history."""
+    imports, which keep an expired token's history. ``policy`` (the operations layer always
+    passes it) adds the policy rules; its lifetime maximum replaces ``max_lifetime_days``."""
+    if policy is not None:
+        max_lifetime_days = policy.max_lifetime_days
     problems: list[str] = []
     if len(req.label) > MAX_LABEL or any(ord(c) < 0x20 for c in req.label):
         problems.append(f"label must be at most {MAX_LABEL} printable characters")
@@ -85,9 +149,14 @@ def validate_request(
     if max_lifetime_days > 0 and not expired:
         latest = now + max_lifetime_days * DAY
         if req.expires_at is None:
-            problems.append(f"policy requires an expiry within {max_lifetime_days:g} days")
+            problems.append(f"policy.max_lifetime_days: policy requires an expiry within "
+                            f"{max_lifetime_days:g} days")
         elif req.expires_at > latest:
-            problems.append(f"expiry is beyond the policy maximum of {max_lifetime_days:g} days")
+            problems.append(f"policy.max_lifetime_days: expiry is beyond the policy maximum of "
+                            f"{max_lifetime_days:g} days")
+    if policy is not None:
+        problems += policy_problems(req, policy, now=now, active_for_user=active_for_user,
+                                    expired=expired)
     problems += [p for c in req.ips if (p := network.cidr_error(c))]
     try:
         limits_mod.validate(list(req.limits))
@@ -99,11 +168,13 @@ def validate_request(
 
 
 def issue(
-    req: TokenRequest, *, now: float, max_lifetime_days: float = 0.0, allow_expired: bool = False
+    req: TokenRequest, *, now: float, max_lifetime_days: float = 0.0, allow_expired: bool = False,
+    policy: IssuePolicy | None = None, active_for_user: int = 0,
 ) -> tuple[Token, str]:
     """A new token record and its secret (shown once, never stored)."""
     problems = validate_request(
-        req, now=now, max_lifetime_days=max_lifetime_days, allow_expired=allow_expired
+        req, now=now, max_lifetime_days=max_lifetime_days, allow_expired=allow_expired,
+        policy=policy, active_for_user=active_for_user,
     )
     if problems:
         raise InvalidToken(problems)

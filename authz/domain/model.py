@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import NamedTuple
 
+from authz.domain.lifecycle import token_state
+
 NO_CONTEXT: Mapping[str, str] = MappingProxyType({})
 
 
@@ -74,12 +76,8 @@ class Token:
         return self.expires_at is not None and now >= self.expires_at
 
     def state(self, now: float) -> str:
-        """active, expired or revoked (revocation wins): what lists and the admin API show."""
-        if self.is_revoked(now):
-            return "revoked"
-        if self.is_expired(now):
-            return "expired"
-        return "active"
+        """active, rotating, expired or revoked: ``lifecycle.token_state`` (the one rule)."""
+        return token_state(self, now)
 
 
 class Outcome(enum.Enum):

@@ -146,7 +146,8 @@ def _schema_type(typ: Any) -> str:
 
 
 # Keys of the service config the chart sets itself (ports, Redis URL, Secret mounts).
-CHART_OWNED = {"listen", "admin", "redis.url", "identity.upstream_authorization_file"}
+CHART_OWNED = {"listen", "admin", "redis.url", "identity.upstream_authorization_file",
+               "webhooks.url", "webhooks.secret_file"}
 
 
 def test_schema_config_section_matches_service_config() -> None:

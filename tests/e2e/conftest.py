@@ -95,6 +95,8 @@ def fault_stack(
 def _cli_env(stack: LocalStack) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     env.update(stack.client_env())
+    # These stacks exercise unbound tokens too (policy.allow_unbound is off by default).
+    env["JIRA_AUTHZ_POLICY_ALLOW_UNBOUND"] = "true"
     return env
 
 

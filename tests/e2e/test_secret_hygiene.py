@@ -51,7 +51,7 @@ def test_no_secret_in_redis_or_logs_after_a_run(
     imported = "imported-extender-secret-0123456789"
     api.create_token(stack, "--user", "bob", "--secret", imported)
     secrets.append(imported)
-    unbound = api.create_token(stack)
+    unbound = api.create_token(stack, "--any-user")
     secrets.append(unbound["secret"])
 
     for secret, login in ((made["secret"], "alice"), (imported, "bob"),

@@ -71,7 +71,7 @@ def test_bearer_with_bound_token(stack: LocalStack, api: Any) -> None:
 
 
 def test_unbound_token_runs_as_the_login(stack: LocalStack, api: Any) -> None:
-    tok = api.create_token(stack)
+    tok = api.create_token(stack, "--any-user")
     r = api.send(stack, MYSELF, [("Authorization", api.basic("carol", tok["secret"]))])
     assert r.status == 200 and r.from_jira, r.body
     assert identity(r) == "carol"

@@ -194,6 +194,7 @@ class TokenOps:
         if redis_url:
             env["JIRA_AUTHZ_REDIS_URL"] = redis_url
         env["JIRA_AUTHZ_REDIS_SOCKET_TIMEOUT_SECONDS"] = "5"
+        env["JIRA_AUTHZ_POLICY_ALLOW_UNBOUND"] = "true"  # unbound tokens are attacked too
         self.cfg: Config = load_config(environ=env)
         self._loop = asyncio.new_event_loop()
         self._lock = threading.Lock()
@@ -206,6 +207,7 @@ class TokenOps:
 
     def create(self, **kw: Any) -> tuple[Token, str]:
         kw.setdefault("label", "hardening")
+        kw.setdefault("any_user", kw.get("user") is None)
         token, secret = self._run(self.admin.create(TokenRequest(**kw)))
         LEDGER.add(secret)
         return token, secret

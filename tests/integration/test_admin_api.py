@@ -168,7 +168,7 @@ async def test_every_admin_method(admin_env: dict[str, str]) -> None:
                                      metadata=md)
         assert rot.secret.startswith("jat_") and rot.secret != created.secret
         assert rot.token.id != tid and list(rot.token.limits) == list(edited.limits)
-        assert rot.previous.state == pb.TOKEN_STATE_ACTIVE
+        assert rot.previous.state == pb.TOKEN_STATE_ROTATING  # works until revoked_at
         assert rot.previous.revoked_at > time.time() + 3000
 
         # Revoke now.

@@ -120,6 +120,15 @@ The service's config.yaml: the user's `config` values plus the keys the chart ow
 {{- $_ := set $identity "upstream_authorization_file" (printf "/etc/jira-authz/upstream/%s" .Values.upstreamAuthorization.secretKey) }}
 {{- end }}
 {{- $_ := set $cfg "identity" $identity }}
+{{- if .Values.webhooks.url }}
+{{- if not .Values.webhooks.existingSecret }}
+{{- fail "webhooks.url needs webhooks.existingSecret (the HMAC signing secret)" }}
+{{- end }}
+{{- $hooks := deepCopy ($cfg.webhooks | default dict) }}
+{{- $_ := set $hooks "url" .Values.webhooks.url }}
+{{- $_ := set $hooks "secret_file" (printf "/etc/jira-authz/webhooks/%s" .Values.webhooks.secretKey) }}
+{{- $_ := set $cfg "webhooks" $hooks }}
+{{- end }}
 {{- $admin := dict "token_file" (printf "/etc/jira-authz/admin/%s" .Values.admin.secretKey) }}
 {{- if .Values.admin.tls.enabled }}
 {{- $_ := set $admin "tls_cert_file" "/etc/jira-authz/admin-tls/tls.crt" }}
