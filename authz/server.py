@@ -101,6 +101,13 @@ def _read_secret_file(path: str) -> str | None:
     return value
 
 
+def _build_console(cfg: Config, redis: Any) -> Any:
+    from authz.console.app import ConsoleServer  # aiohttp/Jinja2 only when the console runs
+
+    secret = _read_secret_file(cfg.admin.token_file) if cfg.admin.token_file else None
+    return ConsoleServer(cfg, redis, admin_secret=secret)
+
+
 class Server:
     """Everything one ``jira-authz serve`` process runs."""
 
@@ -149,6 +156,7 @@ class Server:
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen.check}")
         self.admin = build_admin_server(self.redis, cfg) if cfg.listen.admin else None
+        self.console = _build_console(cfg, self.redis) if cfg.console.listen else None
         self._unregister_metrics = metrics.register_runtime(self.cache, self.audit)
         self._readiness: asyncio.Task[None] | None = None
         self._failovers: asyncio.Task[None] | None = None
@@ -166,6 +174,8 @@ class Server:
         await self.grpc.start()
         if self.admin is not None:
             await self.admin.start()
+        if self.console is not None:
+            await self.console.start()
         self._readiness = asyncio.create_task(self._readiness_loop(), name="readiness")
         if self.cfg.redis.mode == "sentinel":
             self._failovers = asyncio.create_task(
@@ -209,6 +219,8 @@ class Server:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.console is not None:
+            await self.console.stop()
         if self.admin is not None:
             await self.admin.stop(grace)
         await self.grpc.stop(grace)

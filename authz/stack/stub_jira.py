@@ -18,6 +18,8 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from authz.stack import stub_jira_auth
+
 MAX_BODY = 16 * 1024 * 1024
 
 
@@ -53,6 +55,8 @@ class EchoHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _echo(self) -> None:
+        if stub_jira_auth.handle(self):  # login page, session cookies, /myself
+            return
         try:
             body = self._read_body()
         except ValueError:
