@@ -170,9 +170,10 @@ class ConsoleConfig:
     """A session signed in with a Jira cookie asks Jira again after this long; a session from a
     Basic login (whose password is not kept) ends then."""
     cookie_secure: bool = True
-    """Session cookie sent over HTTPS only; turn off only for plain-http local use (jira-authz up)."""
+    """Session cookie sent over HTTPS only; turn off only for plain-http local use (as
+    jira-authz up does)."""
     cookie_samesite: str = "Strict"
-    """Strict or Lax: the session cookie never rides on a cross-site request's sub-resources."""
+    """Strict or Lax: whether the session cookie may ride on a top-level cross-site link."""
     jira_timeout_seconds: float = 5.0
     """How long a sign-in waits for Jira's answer."""
     max_sessions: int = 10_000

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import math
+import re
 import secrets as _random
 import time
 from collections.abc import Awaitable, Callable
@@ -71,11 +72,18 @@ def _expiry(value: str, now: float) -> float | None:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() + 86400
 
 
+_SNIPPET_TITLE = re.compile(r"# \w+ \([\w ]+\)")
+
+
+def _day(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).date().isoformat()
+
+
 def _snippet_sections(text: str) -> list[tuple[str, str]]:
     """The CLI's snippets (one text) as (title, code) pairs, one per ``# title`` header."""
     out: list[tuple[str, list[str]]] = []
     for line in text.splitlines():
-        if line.startswith("# ") and line.rstrip().endswith(")"):
+        if _SNIPPET_TITLE.fullmatch(line):
             out.append((line[2:], []))
         elif out:
             out[-1][1].append(line)
@@ -98,7 +106,7 @@ class Console:
         self.clock = clock
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
-            autoescape=True, undefined=jinja2.StrictUndefined,
+            autoescape=True,
         )
         self.templates.globals.update(prefix=self.prefix, iso=iso)
 
@@ -149,6 +157,13 @@ class Console:
                 log.warning("console: Jira unavailable", extra={"reason": str(e)})
                 resp, new_cookie = self.error_page(
                     request, 503, "Jira could not be asked who you are; try again shortly."), None
+            except web.HTTPException:
+                raise
+            except Exception:  # a bug: a plain page for the browser, the traceback in the log
+                log.exception("console: internal error", extra={"path": request.path})
+                resp, new_cookie = web.Response(
+                    status=500, text="Internal error; it has been logged.\n",
+                    content_type="text/plain"), None
             if new_cookie is not None:
                 self._set_cookie(resp, new_cookie)
             if request.get("drop_cookie"):
@@ -360,7 +375,7 @@ class Console:
     def _new_form(self, request: web.Request, status: int = 200, *, form: dict[str, str],
                   errors: list[str]) -> web.Response:
         return self.render(request, "new.html", status=status, form=form, errors=errors,
-                           min_date=dt.date.fromtimestamp(self.clock(), dt.UTC).isoformat())
+                           min_date=_day(self.clock()))
 
     async def new_page(self, request: web.Request) -> web.StreamResponse:
         return self._new_form(request, form={}, errors=[])
