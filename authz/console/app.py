@@ -7,6 +7,8 @@ process's Redis client, so the console adds no connection pool and no thread.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -18,6 +20,8 @@ from authz.console.views import Console
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+PREFIX = web.AppKey("prefix", str)
+CONSOLE = web.AppKey("console", Console)
 
 
 @web.middleware
@@ -28,16 +32,17 @@ async def _headers(request: web.Request, handler: web.RequestHandler) -> web.Str
         resp = web.Response(status=e.status, text=f"{e.status} {e.reason}\n",
                             content_type="text/plain")
     security.add_headers(resp, static=request.path.startswith(
-        request.app["prefix"] + "static/"))
+        request.app[PREFIX] + "static/"))
     return resp
 
 
-def build_app(cfg: Config, redis: Redis, *, admin_secret: str | None = None) -> web.Application:
-    console = Console(cfg, redis, admin_secret=admin_secret)
+def build_app(cfg: Config, redis: Redis, *, admin_secret: str | None = None,
+              clock: Callable[[], float] = time.time) -> web.Application:
+    console = Console(cfg, redis, admin_secret=admin_secret, clock=clock)
     # client_max_size bounds every body (forms, import files) before a handler sees it.
     app = web.Application(middlewares=[_headers], client_max_size=2 * 1024 * 1024)
-    app["prefix"] = cfg.console.path_prefix
-    app["console"] = console
+    app[PREFIX] = cfg.console.path_prefix
+    app[CONSOLE] = console
     app.add_routes(console.routes())
     app.router.add_static(cfg.console.path_prefix + "static/", STATIC, follow_symlinks=False)
 
@@ -51,9 +56,10 @@ def build_app(cfg: Config, redis: Redis, *, admin_secret: str | None = None) -> 
 class ConsoleServer:
     """``console.listen``: start/stop with the rest of ``jira-authz serve``."""
 
-    def __init__(self, cfg: Config, redis: Redis, *, admin_secret: str | None = None) -> None:
+    def __init__(self, cfg: Config, redis: Redis, *, admin_secret: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
-        self.app = build_app(cfg, redis, admin_secret=admin_secret)
+        self.app = build_app(cfg, redis, admin_secret=admin_secret, clock=clock)
         # No access log: paths are harmless, but a log line per page adds nothing the
         # decisions' audit needs, and query strings (filters) may name users.
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)

@@ -44,6 +44,9 @@ STATES = ("active", "expired", "revoked")
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
 ADMIN_CREDENTIAL_ACTOR = "admin-credential"
 
+CTX: Any = web.RequestKey("console", dict) if hasattr(web, "RequestKey") else "console"
+"""Per-request state (session, its id, the parsed form) under one key."""
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -136,17 +139,18 @@ class Console:
         """Session, sign-in, CSRF + Origin and error handling around one page handler."""
 
         async def run(request: web.Request) -> web.StreamResponse:
+            request[CTX] = {}
             try:
                 sid, sess, new_cookie = await self._session(request, need_user=auth)
                 if sess is None:
                     resp: web.StreamResponse = self._redirect(self.prefix + "login")
                 else:
-                    request["sess"] = sess
-                    request["sid"] = sid
+                    request[CTX]["sess"] = sess
+                    request[CTX]["sid"] = sid
                     if request.method not in security.SAFE_METHODS:
                         await self._check_csrf(request, sess)
                     resp = await handler(request)
-                    new_cookie = request.get("new_sid", new_cookie)
+                    new_cookie = request[CTX].get("new_sid", new_cookie)
             except Refused as e:
                 resp, new_cookie = self.error_page(request, e.status, e.message), None
             except StoreUnavailable:
@@ -166,7 +170,7 @@ class Console:
                     content_type="text/plain"), None
             if new_cookie is not None:
                 self._set_cookie(resp, new_cookie)
-            if request.get("drop_cookie"):
+            if request[CTX].get("drop_cookie"):
                 resp.del_cookie(COOKIE, path=self.prefix)
             security.add_headers(resp)
             return resp
@@ -182,7 +186,7 @@ class Console:
 
     def render(self, request: web.Request, name: str, status: int = 200,
                **context: Any) -> web.Response:
-        sess: Session | None = request.get("sess")
+        sess: Session | None = request[CTX].get("sess")
         flash = ""
         if sess is not None and sess.flash:
             flash, sess.flash = sess.flash, ""
@@ -243,17 +247,17 @@ class Console:
                                "page and try again.")
 
     async def _form(self, request: web.Request) -> dict[str, str]:
-        if "form" not in request:
+        if "form" not in request[CTX]:
             if (request.content_length or 0) > MAX_FORM_BYTES:
                 raise Refused(413, "The form is too large.")
             data = await request.post()
-            request["form"] = {k: v if isinstance(v, str) else v.file.read().decode(
+            request[CTX]["form"] = {k: v if isinstance(v, str) else v.file.read().decode(
                 "utf-8", "replace") for k, v in data.items()}
-        form: dict[str, str] = request["form"]
+        form: dict[str, str] = request[CTX]["form"]
         return form
 
     def _admin(self, request: web.Request) -> TokenAdmin:
-        sess: Session = request["sess"]
+        sess: Session = request[CTX]["sess"]
         return TokenAdmin(self.redis, self.cfg, actor=sess.user, clock=self.clock)
 
     def _may_manage(self, sess: Session, token: Token) -> bool:
@@ -261,7 +265,7 @@ class Console:
                               and token.user.casefold() == sess.user.casefold())
 
     async def _token(self, request: web.Request) -> Token:
-        sess: Session = request["sess"]
+        sess: Session = request[CTX]["sess"]
         token_id = request.match_info["id"]
         try:
             token = await self._admin(request).get(token_id)
@@ -280,7 +284,7 @@ class Console:
     # --- sign-in -----------------------------------------------------------------------------
 
     async def login_page(self, request: web.Request) -> web.StreamResponse:
-        sess: Session = request["sess"]
+        sess: Session = request[CTX]["sess"]
         if sess.signed_in:
             return self._redirect(self.prefix)
         return self.render(request, "login.html", error="", username="",
@@ -330,23 +334,23 @@ class Console:
         # A Basic login's password is not kept, so the session cannot be re-asked: it simply
         # ends at session_seconds (recheck_at beyond it).
         new_sid, sess = self.sessions.sign_in(
-            request["sid"], user=user, display_name=display, admin=admin, via=via,
+            request[CTX]["sid"], user=user, display_name=display, admin=admin, via=via,
             recheck_after=self.c.session_seconds + 1)
-        request["new_sid"] = new_sid
-        request["sess"] = sess
+        request[CTX]["new_sid"] = new_sid
+        request[CTX]["sess"] = sess
         log.info("console: signed in", extra={"user": user, "via": via})
         return self._redirect(self.prefix)
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
-        self.sessions.drop(request["sid"])
-        request["drop_cookie"] = True
-        request["new_sid"] = None
+        self.sessions.drop(request[CTX]["sid"])
+        request[CTX]["drop_cookie"] = True
+        request[CTX]["new_sid"] = None
         return self._redirect(self.prefix + "login")
 
     # --- list --------------------------------------------------------------------------------
 
     async def list_page(self, request: web.Request) -> web.StreamResponse:
-        sess: Session = request["sess"]
+        sess: Session = request[CTX]["sess"]
         q = request.query
         state = q.get("state", "")
         state = state if state in STATES else ""
@@ -381,7 +385,7 @@ class Console:
         return self._new_form(request, form={}, errors=[])
 
     async def create(self, request: web.Request) -> web.StreamResponse:
-        sess: Session = request["sess"]
+        sess: Session = request[CTX]["sess"]
         form = await self._form(request)
         errors: list[str] = []
         try:
@@ -432,7 +436,7 @@ class Console:
         })
 
     async def secret_page(self, request: web.Request) -> web.StreamResponse:
-        sess: Session = request["sess"]
+        sess: Session = request[CTX]["sess"]
         token = await self._token(request)
         secret = self.sessions.take_secret(sess, token.id)
         sections = _snippet_sections(snippets(token, secret, self._base_url(request))) \
@@ -465,7 +469,7 @@ class Console:
         except AdminError as e:
             return await self._token_view(request, token, 400, errors=[str(e)], edit_form=form)
         warnings = check_limits(limits).warnings
-        request["sess"].flash = "Saved." + "".join(
+        request[CTX]["sess"].flash = "Saved." + "".join(
             f" Warning, limit line {n}: {w}." for n, w in warnings)
         return self._redirect(f"{self.prefix}tokens/{token.id}")
 
@@ -475,11 +479,11 @@ class Console:
             await self._admin(request).revoke(token.id)
         except AdminError as e:
             raise Refused(400, str(e)) from None
-        request["sess"].flash = "Revoked: the token stops working within a second."
+        request[CTX]["sess"].flash = "Revoked: the token stops working within a second."
         return self._redirect(f"{self.prefix}tokens/{token.id}")
 
     async def rotate(self, request: web.Request) -> web.StreamResponse:
-        sess: Session = request["sess"]
+        sess: Session = request[CTX]["sess"]
         token = await self._token(request)
         form = await self._form(request)
         try:
@@ -512,12 +516,12 @@ class Console:
     # --- import ------------------------------------------------------------------------------
 
     async def import_page(self, request: web.Request) -> web.StreamResponse:
-        if not request["sess"].admin:
+        if not request[CTX]["sess"].admin:
             raise Refused(403, "Only admins can import tokens.")
         return self.render(request, "import.html", report=None, data="", errors=[])
 
     async def import_post(self, request: web.Request) -> web.StreamResponse:
-        if not request["sess"].admin:
+        if not request[CTX]["sess"].admin:
             raise Refused(403, "Only admins can import tokens.")
         form = await self._form(request)
         data = form.get("file") or form.get("data", "")
