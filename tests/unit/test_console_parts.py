@@ -126,3 +126,14 @@ def test_console_needs_jira_when_enabled() -> None:
 ])
 def test_stub_login_redirects_only_to_local_paths(dest: str, out: str) -> None:
     assert _safe_destination(dest) == out
+
+
+def test_up_prints_the_console_url_and_local_users(capsys: pytest.CaptureFixture[str],
+                                                   tmp_path: object) -> None:
+    from authz.stack.local import LocalStack, _print_info
+
+    stack = LocalStack(workdir=str(tmp_path), inherit_config_env=False)
+    _print_info(stack)
+    err = capsys.readouterr().err
+    assert f"console: http://127.0.0.1:{stack.envoy_port}/jira-authz/" in err.splitlines()
+    assert "alice, bob, admin" in err
