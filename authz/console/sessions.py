@@ -2,7 +2,8 @@
 
 Short by design: a session ends ``session_seconds`` after sign-in, and is re-checked with Jira
 every ``recheck_seconds`` (see ``views``). Ids are stored hashed, so a memory dump or a log line
-of the store never holds a usable cookie. Bounded: beyond ``max_sessions`` the oldest go.
+of the store never holds a usable cookie. Bounded: beyond ``max_sessions`` signed-in (and,
+separately, anonymous) sessions the oldest go.
 """
 
 from __future__ import annotations
@@ -50,42 +51,51 @@ class SessionStore:
         self.lifetime = lifetime
         self.max_sessions = max_sessions
         self.clock = clock
-        self._items: OrderedDict[str, Session] = OrderedDict()
+        # Anonymous sessions (a sign-in form's CSRF token) apart from signed-in ones: anybody can
+        # make the former, and a flood of them must not push real users out.
+        self._anon: OrderedDict[str, Session] = OrderedDict()
+        self._users: OrderedDict[str, Session] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._anon) + len(self._users)
 
-    def new(self) -> tuple[str, Session]:
-        """A fresh session (anonymous until signed in) and its cookie value."""
+    def _add(self, pool: OrderedDict[str, Session]) -> tuple[str, Session]:
         now = self.clock()
         sid = secrets.token_urlsafe(32)
         sess = Session(csrf=secrets.token_urlsafe(32), created=now, expires=now + self.lifetime)
-        self._items[_key(sid)] = sess
-        while len(self._items) > self.max_sessions:
-            self._items.popitem(last=False)
+        pool[_key(sid)] = sess
+        while len(pool) > self.max_sessions:
+            pool.popitem(last=False)
         return sid, sess
+
+    def new(self) -> tuple[str, Session]:
+        """A fresh anonymous session and its cookie value."""
+        return self._add(self._anon)
 
     def get(self, sid: str | None) -> Session | None:
         if not sid or len(sid) > 100:
             return None
         key = _key(sid)
-        sess = self._items.get(key)
-        if sess is None:
-            return None
-        if self.clock() >= sess.expires:
-            del self._items[key]
-            return None
-        return sess
+        for pool in (self._users, self._anon):
+            sess = pool.get(key)
+            if sess is not None:
+                if self.clock() >= sess.expires:
+                    del pool[key]
+                    return None
+                return sess
+        return None
 
     def drop(self, sid: str | None) -> None:
         if sid:
-            self._items.pop(_key(sid), None)
+            key = _key(sid)
+            self._anon.pop(key, None)
+            self._users.pop(key, None)
 
     def sign_in(self, old_sid: str | None, *, user: str, display_name: str, admin: bool,
                 via: str, recheck_after: float) -> tuple[str, Session]:
         """A new id for the signed-in session (no fixation: the anonymous id is dropped)."""
         self.drop(old_sid)
-        sid, sess = self.new()
+        sid, sess = self._add(self._users)
         sess.user, sess.display_name, sess.admin, sess.via = user, display_name, admin, via
         sess.recheck_at = self.clock() + recheck_after
         return sid, sess
