@@ -22,6 +22,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from authz.adapters.redis_store import RedisTokenStore, StoreUnavailable
 from authz.admin.operations import AdminError, TokenAdmin, check_limits
@@ -140,6 +141,7 @@ class Console:
 
         async def run(request: web.Request) -> web.StreamResponse:
             request[CTX] = {}
+            new_cookie: str | None = None
             try:
                 sid, sess, new_cookie = await self._session(request, need_user=auth)
                 if sess is None:
@@ -152,8 +154,8 @@ class Console:
                     resp = await handler(request)
                     new_cookie = request[CTX].get("new_sid", new_cookie)
             except Refused as e:
-                resp, new_cookie = self.error_page(request, e.status, e.message), None
-            except StoreUnavailable:
+                resp = self.error_page(request, e.status, e.message)
+            except (StoreUnavailable, RedisError):
                 log.warning("console: token store unavailable")
                 resp, new_cookie = self.error_page(
                     request, 503, "The token store is unavailable; try again shortly."), None

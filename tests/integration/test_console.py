@@ -255,3 +255,18 @@ async def test_no_secret_or_password_in_logs(redis_url: str, prefix: str, jira: 
     assert "console: signed in" in text
     for value in (secret, cookie, _csrf(html)):
         assert value not in text
+
+
+async def test_redis_down_is_a_clear_503(jira: str) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+    async with console(dead, "x:", jira, Clock()) as (url, _app, _admin):
+        b = Browser(_base(url))
+        try:
+            status, _, html = await b.sign_in("alice", "alice")
+            assert status == 503 and "token store is unavailable" in html
+        finally:
+            await b.close()
