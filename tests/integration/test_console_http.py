@@ -47,6 +47,7 @@ def jira() -> Iterator[str]:
 
 @asynccontextmanager
 async def console(redis_url: str, prefix: str, jira_url: str, clock: Clock,
+                  admin_secret: str | None = None,
                   **extra: str) -> AsyncIterator[tuple[str, Any, TokenAdmin]]:
     env = {"JIRA_AUTHZ_REDIS_URL": redis_url, "JIRA_AUTHZ_REDIS_KEY_PREFIX": prefix,
            "JIRA_AUTHZ_AUDIT_STREAM": prefix + "audit",
@@ -54,7 +55,7 @@ async def console(redis_url: str, prefix: str, jira_url: str, clock: Clock,
            "JIRA_AUTHZ_CONSOLE_COOKIE_SECURE": "false", **extra}
     cfg = load_config(environ=env)
     client = create_client(cfg.redis)
-    server = ConsoleServer(cfg, client, clock=clock)
+    server = ConsoleServer(cfg, client, clock=clock, admin_secret=admin_secret)
     await server.start()
     try:
         yield (f"http://127.0.0.1:{server.port}", server.app[CONSOLE],
@@ -268,5 +269,36 @@ async def test_redis_down_is_a_clear_503(jira: str) -> None:
         try:
             status, _, html = await b.sign_in("alice", "alice")
             assert status == 503 and "token store is unavailable" in html
+        finally:
+            await b.close()
+
+
+async def test_admin_credential_signs_in_as_admin(redis_url: str, prefix: str, jira: str) -> None:
+    admin_secret = "an-admin-credential-of-32-chars!"
+    async with console(redis_url, prefix, jira, Clock(), admin_secret=admin_secret) as (
+            url, _app, admin):
+        await admin.create(TokenRequest(label="someone's", user="carol"))
+        b = Browser(_base(url))
+        try:
+            _, _, html = await b.get("login")
+            assert "admin credential" in html.lower()
+            status, _, html = await b.post("login", {"csrf": _csrf(html),
+                                                     "admin_credential": "wrong"})
+            assert status == 401 and "not the admin credential" in html
+            status, _, _ = await b.post("login", {"csrf": _csrf(html),
+                                                  "admin_credential": admin_secret})
+            assert status == 303
+            status, _, html = await b.get("")
+            assert status == 200 and "someone&#39;s" in html and "(admin)" in html
+        finally:
+            await b.close()
+    async with console(redis_url, prefix, jira, Clock()) as (url, _app, _admin):
+        b = Browser(_base(url))
+        try:  # no credential configured: the form is not offered and a post is refused
+            _, _, html = await b.get("login")
+            assert "admin_credential" not in html
+            status, _, _ = await b.post("login", {"csrf": _csrf(html),
+                                                  "admin_credential": admin_secret})
+            assert status == 401
         finally:
             await b.close()

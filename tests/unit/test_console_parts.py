@@ -146,3 +146,13 @@ def test_up_prints_the_console_url_and_local_users(capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert f"console: http://127.0.0.1:{stack.envoy_port}/jira-authz/" in err.splitlines()
     assert "alice, bob, admin" in err
+
+
+def test_only_worker_zero_serves_the_console() -> None:
+    from authz.workers import Worker
+
+    env0 = Worker(0, "127.0.0.1:9191", "", "127.0.0.1:9190").env(
+        {"JIRA_AUTHZ_CONSOLE_LISTEN": "0.0.0.0:9180"})
+    env1 = Worker(1, "127.0.0.1:9192", "", "").env({"JIRA_AUTHZ_CONSOLE_LISTEN": "0.0.0.0:9180"})
+    assert env0["JIRA_AUTHZ_CONSOLE_LISTEN"] == "0.0.0.0:9180"
+    assert env1["JIRA_AUTHZ_CONSOLE_LISTEN"] == ""
