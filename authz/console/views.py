@@ -454,9 +454,10 @@ class Console:
         context: dict[str, Any] = {"errors": [], "test": None, "test_form": {},
                                    "edit_form": None}
         context.update(extra)
+        sections = _snippet_sections(snippets(token, None, self._base_url(request)))
         return self.render(request, "token.html", status=status, t=token,
                            state=token.state(self.clock()), records=records,
-                           methods=METHODS, **context)
+                           methods=METHODS, sections=sections, **context)
 
     async def token_page(self, request: web.Request) -> web.StreamResponse:
         return await self._token_view(request, await self._token(request))

@@ -77,14 +77,17 @@ def axe_source() -> str:
     return js.read_text(encoding="utf-8")
 
 
-@pytest.fixture(scope="session")
-def stack(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+# Module scope, not session: Playwright's sync API runs an event loop in this thread while it is
+# open, and every later asyncio.run() of the suite would fail under it.
+@pytest.fixture(scope="module")
+def stack(chromium_path: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with LocalStack(inherit_config_env=False,
                     workdir=tmp_path_factory.mktemp("console-stack")) as s:
         yield s
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 

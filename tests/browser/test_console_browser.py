@@ -107,6 +107,9 @@ def test_token_life_cycle(stack: LocalStack, new_page: Any) -> None:
 
     # Audit: the call shows on the token's page with who made it.
     page.goto(f"{stack.console_url}tokens/{token_id}")
+    page.get_by_text("Code snippets (curl, JavaScript, Python)").click()
+    again = _curl_snippet(page)
+    assert "<TOKEN-SECRET>" in again and secret not in page.content()
     audit = page.locator("table.audit").inner_text()
     assert "GET /rest/api/2/myself" in audit and "alice" in audit
     page.get_by_role("button", name="Revoke token").click()
