@@ -237,6 +237,33 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    listen: str = ""
+    """host:port of the web console (SPEC §11); empty disables it. Worker 0 alone serves it."""
+    path_prefix: str = "/jira-authz/"
+    """Every console URL starts with this, on its own port and through Envoy on Jira's host."""
+    jira_url: str = ""
+    """Jira's upstream address (e.g. http://127.0.0.1:8080), asked who a browser's session or
+    Basic login belongs to; never the Envoy route, so a token can never vouch for a sign-in."""
+    admin_group: str = "jira-administrators"
+    """Members of this Jira group manage every token; everybody else only their own."""
+    session_seconds: float = 900.0
+    """A console session ends this long after sign-in, whatever happens in between."""
+    recheck_seconds: float = 60.0
+    """A session signed in with a Jira cookie asks Jira again after this long; a session from a
+    Basic login (whose password is not kept) ends then."""
+    cookie_secure: bool = True
+    """Session cookie sent over HTTPS only; turn off only for plain-http local use (as
+    jira-authz up does)."""
+    cookie_samesite: str = "Strict"
+    """Strict or Lax: whether the session cookie may ride on a top-level cross-site link."""
+    jira_timeout_seconds: float = 5.0
+    """How long a sign-in waits for Jira's answer."""
+    max_sessions: int = 10_000
+    """Most sessions (signed in or not) kept in memory; the oldest are dropped beyond it."""
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     grace_seconds: float = 10.0
     """On SIGTERM: stop accepting, let in-flight Checks finish and flush the audit within this."""
@@ -276,6 +303,7 @@ class Config:
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     log: LogConfig = field(default_factory=LogConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
@@ -378,6 +406,7 @@ def _validate(cfg: Config) -> None:
     if any(tls) and not all(tls):
         raise ConfigError("admin.tls_cert_file", "mTLS needs tls_cert_file, tls_key_file and "
                           "client_ca_file together")
+    _validate_console(cfg.console)
     if cfg.server.grace_seconds < 0:
         raise ConfigError("server.grace_seconds", "must be >= 0")
     if cfg.server.readiness_interval_seconds <= 0:
@@ -436,6 +465,31 @@ def _check_base_url(url: str) -> None:
     if (parts is None or parts.scheme not in ("http", "https") or not parts.netloc
             or parts.query or parts.fragment):
         raise ConfigError("jira.base_url", f"{url!r} must be http(s)://host[:port][/context]")
+
+
+def _validate_console(c: ConsoleConfig) -> None:
+    _check_hostport("console.listen", c.listen, allow_empty=True)
+    pre = c.path_prefix
+    if (not pre.startswith("/") or not pre.endswith("/") or pre == "/" or "//" in pre
+            or not all(ch.isalnum() or ch in "/-_." for ch in pre)
+            or any(seg in (".", "..") for seg in pre.split("/"))):
+        raise ConfigError("console.path_prefix", f"{pre!r} must be a plain path such as "
+                          "/jira-authz/ (starts and ends with /, not / alone)")
+    if pre.startswith("/rest/"):
+        raise ConfigError("console.path_prefix", "must not be under /rest/ (token paths)")
+    if c.listen and not c.jira_url:
+        raise ConfigError("console.jira_url", "the console needs Jira's upstream address")
+    if c.jira_url and not c.jira_url.startswith(("http://", "https://")):
+        raise ConfigError("console.jira_url", "must start with http:// or https://")
+    if not c.admin_group or any(ord(ch) < 0x20 for ch in c.admin_group):
+        raise ConfigError("console.admin_group", "must be a non-empty group name")
+    for k in ("session_seconds", "recheck_seconds", "jira_timeout_seconds"):
+        if getattr(c, k) <= 0:
+            raise ConfigError(f"console.{k}", "must be > 0")
+    if c.cookie_samesite not in ("Strict", "Lax"):
+        raise ConfigError("console.cookie_samesite", "must be Strict or Lax")
+    if c.max_sessions < 1:
+        raise ConfigError("console.max_sessions", "must be >= 1")
 
 
 # --- loading ----------------------------------------------------------------------------------

@@ -103,6 +103,13 @@ def _read_secret_file(path: str) -> str | None:
     return value
 
 
+def _build_console(cfg: Config, redis: Any) -> Any:
+    from authz.console.app import ConsoleServer  # aiohttp/Jinja2 only when the console runs
+
+    secret = _read_secret_file(cfg.admin.token_file) if cfg.admin.token_file else None
+    return ConsoleServer(cfg, redis, admin_secret=secret)
+
+
 class Server:
     """Everything one ``jira-authz serve`` process runs."""
 
@@ -151,6 +158,7 @@ class Server:
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen.check}")
         self.admin = build_admin_server(self.redis, cfg) if cfg.listen.admin else None
+        self.console = _build_console(cfg, self.redis) if cfg.console.listen else None
         self._unregister_metrics = metrics.register_runtime(self.cache, self.audit)
         # Token lifecycle: metrics (one owner across replicas) and webhooks, off the Check path.
         self.lifecycle = LifecycleWatch(self.redis, cfg)
@@ -174,6 +182,8 @@ class Server:
         self.lifecycle.start()
         if self.webhooks is not None:
             self.webhooks.start()
+        if self.console is not None:
+            await self.console.start()
         self._readiness = asyncio.create_task(self._readiness_loop(), name="readiness")
         if self.cfg.redis.mode == "sentinel":
             self._failovers = asyncio.create_task(
@@ -217,6 +227,8 @@ class Server:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.console is not None:
+            await self.console.stop()
         if self.admin is not None:
             await self.admin.stop(grace)
         await self.grpc.stop(grace)

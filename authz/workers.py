@@ -112,6 +112,8 @@ class Worker:
         env[f"{ENV_PREFIX}LISTEN_CHECK"] = self.check
         env[f"{ENV_PREFIX}LISTEN_METRICS"] = self.metrics
         env[f"{ENV_PREFIX}LISTEN_ADMIN"] = self.admin
+        if self.index > 0:  # worker 0 alone serves the console (its sessions live there)
+            env[f"{ENV_PREFIX}CONSOLE_LISTEN"] = ""
         return env
 
 

@@ -101,6 +101,32 @@ class ImportReport:
     """Item index → limit-line lint (filled by API clients from the server's answer)."""
 
 
+@dataclass(frozen=True)
+class LimitCheck:
+    """What is wrong with restriction lines before they are written: errors refuse them,
+    warnings (lines that parse but can never match, or match more than meant) do not."""
+
+    errors: list[tuple[int, str]]
+    warnings: list[tuple[int, str]]
+
+
+def check_limits(lines: Sequence[str]) -> LimitCheck:
+    """The same validation create/edit apply, plus the lint warnings where limits has them
+    (``limits.lint``), for forms that show problems while the lines are typed."""
+    errors: list[tuple[int, str]] = []
+    try:
+        limits_mod.validate(list(lines))
+    except limits_mod.InvalidLimits as e:
+        errors = list(e.errors)
+    lint = getattr(limits_mod, "lint", None)
+    warnings: list[tuple[int, str]] = []
+    if lint is not None and not errors:
+        for w in lint(list(lines)):
+            warnings.append((w[0], w[1]) if isinstance(w, tuple) else
+                            (getattr(w, "line", 0), getattr(w, "message", str(w))))
+    return LimitCheck(errors, warnings)
+
+
 class TokenAdmin:
     def __init__(
         self,

@@ -18,6 +18,8 @@ import yaml
 
 SIDECAR = "sidecar.yaml"
 GATEWAY = "gateway.yaml"
+CONSOLE_CLUSTER = "jira_authz_console"
+"""The web console's cluster (SPEC §11), routed under its path prefix on Jira's host."""
 
 # Fields that only make sense for DNS-resolved clusters; dropped when a cluster becomes STATIC.
 _DNS_FIELDS = (
@@ -59,6 +61,12 @@ def load(name: str | os.PathLike[str] = SIDECAR) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not an Envoy bootstrap mapping")
     return data
+
+
+def has_cluster(name: str | os.PathLike[str], cluster: str) -> bool:
+    """Whether a shipped (or given) config defines ``cluster``."""
+    clusters = load(name).get("static_resources", {}).get("clusters", [])
+    return any(c.get("name") == cluster for c in clusters)
 
 
 def _socket_address(host: str, port: int) -> dict[str, Any]:

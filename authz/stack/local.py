@@ -44,6 +44,8 @@ from authz.stack.processes import (
 )
 
 HOST = "127.0.0.1"
+CONSOLE_PREFIX = "/jira-authz/"
+LOCAL_USERS = "alice, bob, admin (in jira-administrators); password = user name"
 
 
 class LocalStack:
@@ -96,6 +98,7 @@ class LocalStack:
         self.admin_port = free_port_run(1, avoid=taken)
         self.metrics_port = free_port_run(1, avoid=taken | {self.admin_port})
         self.stub_port = free_port()
+        self.console_port = free_port()
         self.envoy_port = envoy_port or free_port()
         self.envoy_admin_port = free_port()
 
@@ -127,6 +130,11 @@ class LocalStack:
     @property
     def stub_url(self) -> str:
         return f"http://{HOST}:{self.stub_port}"
+
+    @property
+    def console_url(self) -> str:
+        """The web console through Envoy, on Jira's host (what a browser uses)."""
+        return f"{self.envoy_url}{CONSOLE_PREFIX}"
 
     @property
     def check_addr(self) -> str:
@@ -288,6 +296,12 @@ class LocalStack:
             if self._inherit_config_env or not k.startswith(ENV_PREFIX)
         }
         env.setdefault(f"{ENV_PREFIX}JIRA_BASE_URL", self.envoy_url)
+        # The console asks the stub Jira directly; plain http here, so no Secure cookie flag.
+        env.update({
+            f"{ENV_PREFIX}CONSOLE_LISTEN": f"{HOST}:{self.console_port}",
+            f"{ENV_PREFIX}CONSOLE_JIRA_URL": self.stub_url,
+            f"{ENV_PREFIX}CONSOLE_COOKIE_SECURE": "false",
+        })
         env.update(self._env_overrides)
         if f"{ENV_PREFIX}ADMIN_TOKEN_FILE" not in self._env_overrides:
             env[f"{ENV_PREFIX}ADMIN_TOKEN_FILE"] = str(self._admin_secret_file())
@@ -329,7 +343,8 @@ class LocalStack:
         argv = [sys.executable, "-m", "authz", "serve", "--config", str(self.authz_config_path)]
         if self.workers > 1:
             argv += ["--workers", str(self.workers)]
-        self._authz = Child("authz", argv, self.authz_log, env=self._authz_env())
+        env = self._authz_env()
+        self._authz = Child("authz", argv, self.authz_log, env=env)
         self._authz.start()
         for port in self.check_ports:
             wait_until(
@@ -344,6 +359,10 @@ class LocalStack:
                 child=self._authz,
                 timeout=self.start_timeout,
             )
+
+        if env.get(f"{ENV_PREFIX}CONSOLE_LISTEN"):
+            wait_until("authz console", tcp_probe(HOST, self.console_port), child=self._authz,
+                       timeout=self.start_timeout)
 
     def stop_authz(self) -> None:
         if self._authz is not None:
@@ -366,11 +385,15 @@ class LocalStack:
         ensure_port_free(HOST, self.envoy_port, "envoy listener",
                          hint="choose another with --port")
         ensure_port_free(HOST, self.envoy_admin_port, "envoy admin")
+        clusters: dict[str, tuple[str, int | list[int]]] = {
+            "jira": (HOST, self.stub_port), "jira_authz": (HOST, self.check_ports)}
+        if envoy_config.has_cluster(self._envoy_config_name, envoy_config.CONSOLE_CLUSTER):
+            clusters[envoy_config.CONSOLE_CLUSTER] = (HOST, self.console_port)
         envoy_config.local_config(
             name=self._envoy_config_name,
             listener_port=self.envoy_port,
             admin_port=self.envoy_admin_port,
-            clusters={"jira": (HOST, self.stub_port), "jira_authz": (HOST, self.check_ports)},
+            clusters=clusters,
             path=self.envoy_config_path,
         )
         # One client-IP model (docs/operations.md): refuse an Envoy whose trusted hops
@@ -503,6 +526,8 @@ def _print_info(stack: LocalStack) -> None:
     found_here = workdir == Path(stack_state.DEFAULT_WORKDIR)
     lines = [
         f"jira (through envoy): {stack.envoy_url}",
+        f"console: {stack.console_url}",
+        f"local users:          {LOCAL_USERS}",
         f"envoy admin:          {stack.envoy_admin_url}",
         f"authz check (gRPC):   {stack.check_addr}",
         f"authz admin (gRPC):   {stack.admin_addr}  (credential: {stack.admin_token_file})",

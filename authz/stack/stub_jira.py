@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from authz.stack import stub_jira_auth
+
 MAX_BODY = 16 * 1024 * 1024
 
 
@@ -133,6 +135,8 @@ class EchoHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _echo(self) -> None:
+        if stub_jira_auth.handle(self):  # login page, session cookies, /myself
+            return
         try:
             body = self._read_body()
         except ValueError:

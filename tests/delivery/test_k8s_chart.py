@@ -147,7 +147,10 @@ def _schema_type(typ: Any) -> str:
 
 # Keys of the service config the chart sets itself (ports, Redis URL, Secret mounts).
 CHART_OWNED = {"listen", "admin", "redis.url", "identity.upstream_authorization_file",
-               "webhooks.url", "webhooks.secret_file"}
+               "webhooks.url", "webhooks.secret_file",
+               # values.console (the web console) sets these:
+               "console.listen", "console.path_prefix", "console.jira_url", "console.admin_group",
+               "console.session_seconds", "console.recheck_seconds", "console.cookie_secure"}
 
 
 def test_schema_config_section_matches_service_config() -> None:

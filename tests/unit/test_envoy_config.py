@@ -171,9 +171,12 @@ def test_security_settings(path: Path) -> None:
         buffered = not per.get("check_settings", {}).get("disable_request_body_buffering")
         assert buffered == (r["name"] == "jira-json-body"), r["name"]
 
-    # The identity header is never stripped by Envoy: jira-authz judges and replaces it.
+    # The identity header is never stripped by Envoy where a Check runs: jira-authz judges and
+    # replaces it. Only a route without a Check (the console's) removes it itself.
+    checked = [r for r in routes if not r.get("typed_per_filter_config", {}).get(
+        "envoy.filters.http.ext_authz", {}).get("disabled")]
+    assert "request_headers_to_remove" not in json.dumps(checked).lower()
     text = json.dumps(cfg).lower()
-    assert "request_headers_to_remove" not in text
     # header_mutation runs before ext_authz and removes exactly the method-override headers.
     hm = "envoy.filters.http.header_mutation"
     (mutation,) = [f for f in m["http_filters"] if f["name"] == hm]
@@ -189,6 +192,23 @@ def test_security_settings(path: Path) -> None:
     assert "http2_protocol_options" in opts["explicit_http_config"]
     assert "http2_protocol_options" not in cl["jira_authz"]  # deprecated spelling
     assert cl["jira_authz"]["lb_policy"] == "ROUND_ROBIN"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_console_route(path: Path) -> None:
+    """The web console under its prefix: no Check, identity header and Authorization removed,
+    before the catch-all route and after the `;` refusal."""
+    m = hcm(envoy_config.load(path))
+    routes = m["route_config"]["virtual_hosts"][0]["routes"]
+    names = [r["name"] for r in routes]
+    (console,) = [r for r in routes if r["name"] == "jira-authz-console"]
+    assert 0 < names.index("jira-authz-console") < len(routes) - 1
+    assert console["match"] == {"prefix": "/jira-authz/"}
+    assert console["route"]["cluster"] == envoy_config.CONSOLE_CLUSTER
+    assert console["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True
+    assert {h.lower() for h in console["request_headers_to_remove"]} >= {
+        "contextuser", "authorization"}
+    assert envoy_config.has_cluster(path, envoy_config.CONSOLE_CLUSTER)
 
 
 def test_gateway_discovers_every_authz_pod() -> None:

@@ -136,6 +136,21 @@ The service's config.yaml: the user's `config` values plus the keys the chart ow
 {{- $_ := set $admin "client_ca_file" "/etc/jira-authz/admin-tls/ca.crt" }}
 {{- end }}
 {{- $_ := set $cfg "admin" $admin }}
+{{- if .Values.console.enabled }}
+{{- $c := .Values.console }}
+{{- $jira := $c.jiraUrl }}
+{{- if and (not $jira) .Values.gateway.enabled }}
+{{- $jira = printf "http://%s:%d" .Values.gateway.jira.host (int .Values.gateway.jira.port) }}
+{{- end }}
+{{- $_ := set $cfg "console" (merge (dict
+      "listen" (printf "0.0.0.0:%d" (int $c.port))
+      "path_prefix" $c.pathPrefix
+      "jira_url" (required "console.jiraUrl: Jira's upstream address is needed (or enable the gateway)" $jira)
+      "admin_group" $c.adminGroup
+      "session_seconds" $c.sessionSeconds
+      "recheck_seconds" $c.recheckSeconds
+      "cookie_secure" $c.cookieSecure) (deepCopy ($cfg.console | default dict))) }}
+{{- end }}
 {{- /* Drop empty sections so the file shows only what differs from the server defaults. */}}
 {{- range $k, $v := $cfg }}
 {{- if and (kindIs "map" $v) (eq (len $v) 0) }}

@@ -1,0 +1,91 @@
+"""The console's route on every shipped Envoy config, through a real Envoy: no Check runs on it
+(the authz cluster is dead, yet the request is answered), and the identity header and
+Authorization never reach the console; other paths still need the (dead) Check."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from authz.stack import envoy_config
+from authz.stack.processes import (
+    Child,
+    StackError,
+    find_envoy,
+    free_port,
+    http_ok_probe,
+    tcp_probe,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module", params=[envoy_config.SIDECAR, envoy_config.GATEWAY])
+def envoy_port(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    try:
+        envoy_bin = find_envoy()
+    except StackError as e:
+        pytest.skip(str(e))
+    work: Path = tmp_path_factory.mktemp("console-route")
+    echo, port, admin = free_port(), free_port(), free_port()
+    path = envoy_config.local_config(
+        name=request.param, listener_port=port, admin_port=admin, path=work / "envoy.yaml",
+        # The console's cluster points at the echo server, so what reaches "the console" shows.
+        clusters={"jira": ("127.0.0.1", echo), "jira_authz": ("127.0.0.1", free_port()),
+                  envoy_config.CONSOLE_CLUSTER: ("127.0.0.1", echo)})
+    stub = Child("stub", [sys.executable, "-m", "authz.stack.stub_jira", "--port", str(echo)],
+                 work / "stub.log")
+    envoy = Child("envoy", [envoy_bin, "-c", str(path), "--disable-hot-restart",
+                            "--concurrency", "1"], work / "envoy.log")
+    try:
+        stub.start()
+        wait_until("stub", tcp_probe("127.0.0.1", echo), child=stub)
+        envoy.start()
+        wait_until("envoy", http_ok_probe(f"http://127.0.0.1:{admin}/ready"), child=envoy)
+        wait_until("envoy listener", tcp_probe("127.0.0.1", port), child=envoy)
+        yield port
+    finally:
+        envoy.stop()
+        stub.stop()
+
+
+def _get(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("identity", ["contextUser", "CONTEXTUSER", "contextuser"])
+def test_console_route_has_no_check_and_strips_identity(envoy_port: int, identity: str) -> None:
+    status, headers, body = _get(envoy_port, "/jira-authz/login", {
+        identity: "admin", "Authorization": "Basic YWRtaW46YWRtaW4=", "X-Test": "1"})
+    assert status == 200, body  # the Check would have failed (503): none ran
+    echo = json.loads(body)
+    assert echo["path"] == "/jira-authz/login"
+    assert echo["headers"]["x-test"] == "1"
+    assert "contextuser" not in echo["headers"]
+    assert "authorization" not in echo["headers"]
+    # The affinity cookie that pins a browser to one console pod is set by Envoy.
+    assert "jira_authz_affinity=" in headers.get("set-cookie", "")
+
+
+def test_other_paths_still_need_the_check(envoy_port: int) -> None:
+    status, headers, _ = _get(envoy_port, "/rest/api/2/myself", {})
+    assert status == 503 and "x-stub-jira" not in headers
+    # A look-alike of the prefix is not the console.
+    status, headers, _ = _get(envoy_port, "/jira-authzX/login", {})
+    assert status == 503 and "x-stub-jira" not in headers
+    # Normalisation runs first: a dot-segment way out of the prefix is not the console route.
+    status, headers, _ = _get(envoy_port, "/jira-authz/../rest/api/2/myself", {})
+    assert status == 503 and "x-stub-jira" not in headers
