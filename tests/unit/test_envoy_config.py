@@ -176,7 +176,6 @@ def test_security_settings(path: Path) -> None:
     checked = [r for r in routes if not r.get("typed_per_filter_config", {}).get(
         "envoy.filters.http.ext_authz", {}).get("disabled")]
     assert "request_headers_to_remove" not in json.dumps(checked).lower()
-    text = json.dumps(cfg).lower()
     # header_mutation runs before ext_authz and removes exactly the method-override headers.
     hm = "envoy.filters.http.header_mutation"
     (mutation,) = [f for f in m["http_filters"] if f["name"] == hm]
