@@ -104,6 +104,12 @@ def dry_run(
     if not method.isalpha():
         raise DryRunError(f"method {req.method!r} is not an HTTP method")
     headers = _headers(req.headers)
+    source_ip = req.client_ip or DEFAULT_CLIENT_IP
+    if policy.envoy_appends_peer:
+        # Envoy (use_remote_address) appends its downstream peer before the Check: so does the
+        # tester, so --client-ip and a client-sent X-Forwarded-For mean what they mean there.
+        xff = headers.get("x-forwarded-for")
+        headers["x-forwarded-for"] = f"{xff},{source_ip}" if xff else source_ip
     headers.update({":method": method, ":scheme": scheme, ":authority": host,
                     ":path": path + (f"?{query}" if query else "")})
     login = req.login or token.user or ""
@@ -111,7 +117,7 @@ def dry_run(
         raise DryRunError("an unbound token runs as the login the client sends: give --login")
     http = HttpRequest(
         method=method, scheme=scheme, host=host, path=path, query=query, headers=headers,
-        source_ip=req.client_ip or DEFAULT_CLIENT_IP, body=req.body,
+        source_ip=source_ip, body=req.body,
     )
     # Everything decidable before the lookup (path normal form first), judged without
     # credentials: a deny here is what the server answers whatever the token.
