@@ -75,6 +75,7 @@ def served(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "JIRA_AUTHZ_LISTEN_ADMIN": f"127.0.0.1:{admin}", "JIRA_AUTHZ_LISTEN_METRICS": "",
         "JIRA_AUTHZ_ADMIN_TOKEN_FILE": str(token_file),
         "JIRA_AUTHZ_JIRA_BASE_URL": f"https://{HOST}",
+        "JIRA_AUTHZ_POLICY_ALLOW_UNBOUND": "true",  # the "anyone" token below
         "JIRA_AUTHZ_LOG_LEVEL": "error",
     })
     log = open(tmp / "serve.log", "wb")  # noqa: SIM115
@@ -99,7 +100,8 @@ def served(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             made = s.admin.CreateToken(pb.CreateTokenRequest(
                 label=spec["label"], user=spec.get("user", ""), logins=spec.get("logins", []),
                 limits=spec.get("limits", []), ips=spec.get("ips", []),
-                on_behalf_of=spec.get("on_behalf_of", [])), metadata=MD)
+                on_behalf_of=spec.get("on_behalf_of", []), any_user="user" not in spec),
+                metadata=MD)
             if spec.get("revoke"):
                 s.admin.RevokeToken(pb.RevokeTokenRequest(id=made.token.id), metadata=MD)
             s.tokens.append((made.token.id, made.secret, spec))
