@@ -111,19 +111,17 @@ class LimitCheck:
 
 
 def check_limits(lines: Sequence[str]) -> LimitCheck:
-    """The same validation create/edit apply, plus the lint warnings where limits has them
-    (``limits.lint``), for forms that show problems while the lines are typed."""
+    """The same validation create/edit apply, plus the lint warnings (``limits.lint_line``),
+    for forms that show problems while the lines are typed."""
     errors: list[tuple[int, str]] = []
     try:
         limits_mod.validate(list(lines))
     except limits_mod.InvalidLimits as e:
         errors = list(e.errors)
-    lint = getattr(limits_mod, "lint", None)
     warnings: list[tuple[int, str]] = []
-    if lint is not None and not errors:
-        for w in lint(list(lines)):
-            warnings.append((w[0], w[1]) if isinstance(w, tuple) else
-                            (getattr(w, "line", 0), getattr(w, "message", str(w))))
+    if not errors:
+        warnings = [(n, w) for n, line in enumerate(lines, 1)
+                    for w in limits_mod.lint_line(line)]
     return LimitCheck(errors, warnings)
 
 

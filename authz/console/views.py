@@ -34,14 +34,13 @@ from authz.console.sessions import Session, SessionStore
 from authz.domain import limits as limits_mod
 from authz.domain import secrets as secret_fmt
 from authz.domain.issuing import TokenRequest
+from authz.domain.lifecycle import STATES, expiring, format_duration
 from authz.domain.model import Token
 
 log = logging.getLogger(__name__)
 
 COOKIE = "jira_authz_console"
-EXPIRES_SOON_DAYS = 7
 MAX_FORM_BYTES = 1024 * 1024
-STATES = ("active", "expired", "revoked")
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
 ADMIN_CREDENTIAL_ACTOR = "admin-credential"
 
@@ -359,22 +358,20 @@ class Console:
         label = q.get("label", "")[:200]
         user = q.get("user", "")[:255] if sess.admin else sess.user
         soon_only = q.get("expiring") == "1"
+        # "Expires soon" is the lifecycle window of the metrics and webhooks (one rule).
+        window = self.cfg.lifecycle.expiring_window_seconds
         tokens, _ = await self._admin(request).list(
-            user=user or None, label=label or None, state=state or None, page_size=1000)
+            user=user or None, label=label or None, state=state or None, page_size=1000,
+            expiring_within=window if soon_only else None)
         if not sess.admin:  # bound to themselves only (never an unbound token)
             tokens = [t for t in tokens if self._may_manage(sess, t)]
         now = self.clock()
-        soon = now + EXPIRES_SOON_DAYS * 86400
 
-        def expires_soon(t: Token) -> bool:
-            return t.state(now) == "active" and t.expires_at is not None and t.expires_at <= soon
-
-        if soon_only:
-            tokens = [t for t in tokens if expires_soon(t)]
-        rows = [{"t": t, "state": t.state(now), "soon": expires_soon(t)} for t in tokens]
+        rows = [{"t": t, "state": t.state(now), "soon": expiring(t, now, window)}
+                for t in tokens]
         return self.render(request, "list.html", rows=rows, state=state, label=label,
                            user=q.get("user", "") if sess.admin else "", expiring=soon_only,
-                           states=STATES, soon_days=EXPIRES_SOON_DAYS)
+                           states=STATES, soon_window=format_duration(window))
 
     # --- create ------------------------------------------------------------------------------
 
@@ -512,8 +509,20 @@ class Console:
             return await self._token_view(request, token, 400, test_form=form, errors=[
                 "test: choose a method and give the full URL (https://jira.example.com/rest/...)"])
         body = form.get("body", "")
-        result = await self._admin(request).test_limits(
-            token.id, method=method, url=url, body=body.encode() if body else None)
+        login = form.get("login", "").strip()
+        client_ip = form.get("client_ip", "").strip()
+        obo = form.get("on_behalf_of", "").strip()
+        if len(login) > 256 or len(client_ip) > 64 or len(obo) > 256:
+            return await self._token_view(request, token, 400, test_form=form, errors=[
+                "test: login, client address or on-behalf-of user too long"])
+        headers = [(self.cfg.identity.header, obo)] if obo else []
+        try:
+            result = await self._admin(request).test_limits(
+                token.id, method=method, url=url, body=body.encode() if body else None,
+                login=login, client_ip=client_ip, headers=headers)
+        except AdminError as e:
+            return await self._token_view(request, token, 400, test_form=form,
+                                          errors=[f"test: {e}"])
         return await self._token_view(request, token, test=result, test_form=form)
 
     # --- import ------------------------------------------------------------------------------

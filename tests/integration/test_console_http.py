@@ -302,3 +302,37 @@ async def test_admin_credential_signs_in_as_admin(redis_url: str, prefix: str, j
             assert status == 401
         finally:
             await b.close()
+
+
+async def test_test_a_request_is_the_full_decision(redis_url: str, prefix: str,
+                                                   jira: str) -> None:
+    """The console's tester takes the client address, login and on-behalf-of user, and
+    answers with the Check's own decision for them (not the limit lines alone)."""
+    clock = Clock()
+    async with console(redis_url, prefix, jira, clock) as (url, _app, admin):
+        token, _secret = await admin.create(TokenRequest(
+            label="ip", user="alice", ips=["10.9.9.0/24"],
+            limits=["[get].*/rest/api/2/issue/.*"]))
+        b = Browser(_base(url))
+        try:
+            assert (await b.sign_in("alice", "alice"))[0] == 303
+            _, _, html = await b.get(f"tokens/{token.id}")
+            csrf = _csrf(html)
+            base = {"csrf": csrf, "method": "GET",
+                    "url": "https://jira.example.com/rest/api/2/issue/A-1"}
+            cases = [
+                ({"client_ip": "10.9.9.5"}, "Allowed"),
+                ({"client_ip": "192.0.2.1"}, "Denied: client address is not allowed"),
+                ({"client_ip": "10.9.9.5", "login": "bob"}, "Denied: API token does not"),
+                ({"client_ip": "10.9.9.5", "on_behalf_of": "bob"}, "Denied"),
+            ]
+            for extra, want in cases:
+                status, _, page = await b.post(f"tokens/{token.id}/test", {**base, **extra})
+                assert status == 200, (extra, page[:300])
+                m = re.search(r'data-testid="test-result">([^<]*)<', page)
+                assert m and m.group(1).startswith(want), (extra, m and m.group(1))
+            status, _, page = await b.post(f"tokens/{token.id}/test",
+                                           {**base, "client_ip": "not-an-ip"})
+            assert status in (200, 400) and "Allowed" not in page
+        finally:
+            await b.close()
