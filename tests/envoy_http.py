@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from authz.stack import stub_jira
+
 HOST = "127.0.0.1"
 
 
@@ -40,8 +42,7 @@ def read_reply(resp: http.client.HTTPResponse) -> Reply:
     hdrs = {k.lower(): v for k, v in resp.getheaders()}
     echo = None
     if hdrs.get("x-stub-jira") == "1":
-        # Jira answers that are arrays (/field) carry the echo in a header instead.
-        echo = json.loads(hdrs["x-stub-echo"]) if "x-stub-echo" in hdrs else json.loads(data)
+        echo = stub_jira.echo_of(hdrs, data)
     return Reply(resp.status, hdrs, data, echo)
 
 

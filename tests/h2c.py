@@ -7,7 +7,6 @@ connection), so the tests see what Envoy does with them.
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,8 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+
+from authz.stack import stub_jira
 
 HOST = "127.0.0.1"
 
@@ -29,7 +30,9 @@ class H2Reply:
     @property
     def echo(self) -> dict[str, Any] | None:
         """What the stub Jira saw, when the request reached it."""
-        return json.loads(self.body) if self.headers.get("x-stub-jira") == "1" else None
+        if self.headers.get("x-stub-jira") != "1":
+            return None
+        return stub_jira.echo_of(self.headers, self.body)  # type: ignore[no-any-return]
 
 
 def request(

@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import logging
 import math
-import re
 import secrets as _random
 import time
 from collections.abc import Awaitable, Callable
@@ -26,7 +25,7 @@ from redis.exceptions import RedisError
 
 from authz.adapters.redis_store import RedisTokenStore, StoreUnavailable
 from authz.admin.operations import AdminError, TokenAdmin, check_limits
-from authz.cli.render import iso, snippets
+from authz.cli.render import iso, snippet_parts
 from authz.config import Config
 from authz.console import security
 from authz.console.jira import JiraClient, JiraUnavailable, jira_cookies
@@ -75,22 +74,21 @@ def _expiry(value: str, now: float) -> float | None:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() + 86400
 
 
-_SNIPPET_TITLE = re.compile(r"# \w+ \([\w ]+\)")
-
-
 def _day(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).date().isoformat()
 
 
-def _snippet_sections(text: str) -> list[tuple[str, str]]:
-    """The CLI's snippets (one text) as (title, code) pairs, one per ``# title`` header."""
-    out: list[tuple[str, list[str]]] = []
-    for line in text.splitlines():
-        if _SNIPPET_TITLE.fullmatch(line):
-            out.append((line[2:], []))
-        elif out:
-            out[-1][1].append(line)
-    return [(title, "\n".join(code)) for title, code in out]
+def _snippet_sections(token: Token, secret: str | None, base_url: str) -> list[tuple[str, str]]:
+    """The CLI's snippets (``render.snippet_parts``, one source) as (title, code) pairs."""
+    parts = snippet_parts(token, secret, base_url)
+    note = f"# {parts['note']}\n" if parts["note"] else ""
+    curl = parts["curl"].splitlines()
+    out = [("curl (Basic)", note + curl[0])]
+    if len(curl) > 1:
+        out.append(("curl (Bearer)", note + curl[1]))
+    out += [("JavaScript (Node 18+, save as first-call.mjs)", note + parts["javascript"]),
+            ("Python (requests)", note + parts["python"])]
+    return out
 
 
 class Console:
@@ -438,7 +436,7 @@ class Console:
         sess: Session = request[CTX]["sess"]
         token = await self._token(request)
         secret = self.sessions.take_secret(sess, token.id)
-        sections = _snippet_sections(snippets(token, secret, self._base_url(request))) \
+        sections = _snippet_sections(token, secret, self._base_url(request)) \
             if secret else []
         return self.render(request, "secret.html", status=200 if secret else 410, t=token,
                            secret=secret, sections=sections)
@@ -451,7 +449,7 @@ class Console:
         context: dict[str, Any] = {"errors": [], "test": None, "test_form": {},
                                    "edit_form": None}
         context.update(extra)
-        sections = _snippet_sections(snippets(token, None, self._base_url(request)))
+        sections = _snippet_sections(token, None, self._base_url(request))
         return self.render(request, "token.html", status=status, t=token,
                            state=token.state(self.clock()), records=records,
                            methods=METHODS, sections=sections, **context)

@@ -12,7 +12,8 @@ The endpoints that Jira client libraries call on their own (``jira``'s construct
 beside Jira's: ``serverInfo``, ``myself``, ``issue/KEY``, ``search``, ``issue/KEY/comment``.
 Where a Jira key has an echo key's name (a comment's ``body``) Jira's wins; the complete echo
 of every Jira-shaped answer is also in the ``X-Stub-Echo`` header (``field`` is a JSON array in
-Jira, so that header is its only echo).
+Jira, so that header is its only echo), or under the body's ``stubEcho`` key when it is too
+large for a header; ``echo_of`` reads it back.
 
 Run: ``python -m authz.stack.stub_jira --port 8080``
 """
@@ -31,6 +32,19 @@ from typing import Any
 from authz.stack import stub_jira_auth
 
 MAX_BODY = 16 * 1024 * 1024
+ECHO_HEADER = "X-Stub-Echo"
+ECHO_KEY = "stubEcho"
+MAX_ECHO_HEADER = 8 * 1024
+"""Clients refuse header lines over 64 KiB (http.client, h2): a larger echo goes in the body."""
+
+
+def echo_of(headers: dict[str, str], body: bytes) -> Any:
+    """What the stub saw, from one of its answers (``headers`` with lower-case names): the
+    echo header, else the body's ``stubEcho``, else the body itself (a plain echo)."""
+    if ECHO_HEADER.lower() in headers:
+        return json.loads(headers[ECHO_HEADER.lower()])
+    data = json.loads(body)
+    return data[ECHO_KEY] if isinstance(data, dict) and ECHO_KEY in data else data
 
 
 _API = re.compile(r"/(?:[^/]+/)*rest/api/(?:2|latest|3)/(?P<rest>.*)")
@@ -171,9 +185,14 @@ class EchoHandler(BaseHTTPRequestHandler):
         extra: list[tuple[str, str]] = []
         content: Any = echo
         if answer is not None:
-            # Jira's keys win (a comment's "body"); the whole echo is also in a header.
+            # Jira's keys win (a comment's "body"); the whole echo also travels apart: in a
+            # header while small, else (large bodies: uploads, updates) under ECHO_KEY.
             content = {**echo, **answer} if isinstance(answer, dict) else answer
-            extra.append(("X-Stub-Echo", json.dumps(echo, ensure_ascii=True)))
+            packed = json.dumps(echo, ensure_ascii=True)
+            if len(packed) <= MAX_ECHO_HEADER or not isinstance(content, dict):
+                extra.append((ECHO_HEADER, packed))
+            else:
+                content[ECHO_KEY] = echo
         payload = json.dumps(content).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

@@ -27,7 +27,8 @@ LIMIT = "[get].*/rest/api/2/myself"
 def _curl_snippet(page: Any) -> str:
     fig = page.locator("figure.snippet", has=page.get_by_text("curl (Basic)", exact=True))
     code = fig.locator("pre").inner_text().strip()
-    assert code.startswith("curl -u "), code
+    # The CLI's snippet (render.snippet_parts): fails with the deny body on a refusal.
+    assert code.startswith("curl --fail-with-body ") and " -u " in code, code
     return code
 
 

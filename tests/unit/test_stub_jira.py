@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from authz.stack import stub_jira
 from authz.stack.stub_jira import make_server
 
 
@@ -32,8 +33,9 @@ def call(port: int, method: str, path: str, body: bytes | None = None,
         headers["Content-Type"] = "application/json"
     conn.request(method, path, body=body, headers=headers)
     resp = conn.getresponse()
-    data = json.loads(resp.read())
-    echo = json.loads(resp.getheader("X-Stub-Echo") or "null") or data
+    raw = resp.read()
+    data = json.loads(raw)
+    echo = stub_jira.echo_of({k.lower(): v for k, v in resp.getheaders()}, raw)
     conn.close()
     assert resp.getheader("X-Stub-Jira") == "1"
     return resp.status, data, echo
@@ -77,3 +79,19 @@ def test_everything_else_is_the_plain_echo(port: int) -> None:
     assert status == 200 and data["body"] == '{"fields":{}}' and "key" not in data
     status, data, _ = call(port, "GET", "/secure/Dashboard.jspa")
     assert status == 200 and set(data) == {"method", "path", "query", "headers", "body"}
+
+
+def test_a_large_echo_travels_in_the_body_not_a_header(port: int) -> None:
+    """A 70 KB issue update: no header line over 64 KiB (clients refuse those), and the
+    echo is still complete."""
+    body = json.dumps({"fields": {"description": "x" * 70 * 1024}}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("PUT", "/rest/api/2/issue/ABC-1", body=body,
+                 headers={"Content-Type": "application/json", "contextUser": "alice"})
+    resp = conn.getresponse()
+    raw = resp.read()
+    conn.close()
+    hdrs = {k.lower(): v for k, v in resp.getheaders()}
+    assert all(len(v) <= stub_jira.MAX_ECHO_HEADER for v in hdrs.values())
+    echo = stub_jira.echo_of(hdrs, raw)
+    assert echo["body"].encode() == body and echo["method"] == "PUT"
