@@ -224,9 +224,14 @@ class Server:
         await self.health.enter_graceful_shutdown()
         for task in (self._readiness, self._failovers):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                # Python 3.11's asyncio.wait_for can swallow a cancellation that races the
+                # result it waits for (the readiness PING): cancel again until it is done.
+                while not task.done():
+                    task.cancel()
+                    await asyncio.wait({task}, timeout=0.1)
+                if not task.cancelled():
+                    with contextlib.suppress(Exception):
+                        task.result()
         if self.console is not None:
             await self.console.stop()
         if self.admin is not None:

@@ -262,3 +262,28 @@ def test_config_refuses_webhooks_without_a_secret_or_with_a_bad_url() -> None:
     with pytest.raises(ConfigError, match=r"lifecycle\.expiring_window"):
         load_config(environ={"JIRA_AUTHZ_LIFECYCLE_EXPIRING_WINDOW": "14"})
     assert os.environ.get("JIRA_AUTHZ_WEBHOOKS_URL") is None
+
+
+async def test_only_2xx_counts_as_delivered(redis_url: str, prefix: str, tmp_path: Path) -> None:
+    """A redirect is not followed (the signed body must not be replayed elsewhere), and any
+    non-2xx answer or a refused connection is a failure to retry."""
+    from authz.webhooks import WebhookSender
+
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_bytes(KEY)
+    receiver = Receiver(free_port())
+    receiver.statuses = [302, 404, 503, 204]
+    receiver.start()
+    cfg = load_config(environ=env_for(redis_url, prefix, secret_file, receiver.port))
+    client = create_client(cfg.redis)
+    try:
+        sender = WebhookSender(client, cfg, consumer="t")
+        event = {"id": "e1", "type": "token.created", "token": {"id": "x"}}
+        assert [await sender.deliver(event) for _ in range(4)] == [False, False, False, True]
+        assert [r["status"] for r in receiver.requests] == [302, 404, 503, 204]
+        receiver.stop()
+        assert await sender.deliver(event) is False  # connection refused
+    finally:
+        await client.aclose()
+        if receiver._server is not None:
+            receiver.stop()
