@@ -8,6 +8,7 @@ it would serve. Unit tests prove the decision logic; these prove the deployed ch
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
 from typing import Any
@@ -402,3 +403,18 @@ def test_authz_down_fails_closed_and_recovers(fault_stack: LocalStack, api: Any)
         interval=0.1,
     )
     assert r and r.from_jira and identity(r) == "alice"
+
+
+def test_envoys_own_refusal_is_jira_shaped(
+    stack: LocalStack, api: Any, limited: list[tuple[str, str]]
+) -> None:
+    """The `;` route answers from Envoy itself, without a Check: its body must read like a
+    jira-authz deny too (Jira's errorMessages plus error and reason), with Jira's content type,
+    so client libraries show the reason."""
+    for headers in (limited, []):
+        r = api.send(stack, "/rest/api/2/issue/OTHER-2;x=/rest/api/2/issue/ALLOWED-1", headers)
+        assert r.status == 400 and not r.from_jira, r.body
+        body = json.loads(r.body)
+        assert body["errorMessages"] == [body["reason"]] and body["errors"] == {}
+        assert body["error"] == "bad_request" and ";" in body["reason"]
+        assert r.headers["content-type"] == "application/json;charset=UTF-8"
