@@ -178,6 +178,10 @@ class PolicyConfig:
     this is true."""
     allow_unrestricted: bool = True
     """Allow tokens without restriction lines (they may call every supported endpoint)."""
+    refuse_limit_warnings: bool = False
+    """Refuse restriction lines that lint warns about (lines that can never match a
+    ``scheme://host/path`` URL, or whose end also allows longer names) instead of only
+    warning, at create, import, rotate and edit."""
 
 
 @dataclass(frozen=True)

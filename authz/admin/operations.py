@@ -34,7 +34,7 @@ from authz.domain.extender_import import (
     ImportItem,
     parse_extender_json,
 )
-from authz.domain.issuing import InvalidToken, IssuePolicy, TokenRequest, issue
+from authz.domain.issuing import InvalidToken, IssuePolicy, TokenRequest, issue, limits_problems
 from authz.domain.lifecycle import TokenFilter
 from authz.domain.model import Token
 from authz.domain.secrets import hash_secret
@@ -234,6 +234,8 @@ class TokenAdmin:
                 raise AdminError(
                     "invalid", "; ".join(f"limit line {n}: {r}" for n, r in e.errors)
                 ) from None
+            if problems := limits_problems(lines, self.policy):
+                raise AdminError("invalid", "token refused: " + "; ".join(problems))
         await self._get(token_id)
         try:
             token = await self.store.update(token_id, label=label, limits=lines)

@@ -58,11 +58,12 @@ class IssuePolicy:
     max_active_tokens_per_user: int = 0
     allow_unbound: bool = False
     allow_unrestricted: bool = True
+    refuse_limit_warnings: bool = False
 
     @classmethod
     def from_config(cls, policy: object) -> IssuePolicy:
         names = ("max_lifetime_days", "require_expiry", "max_active_tokens_per_user",
-                 "allow_unbound", "allow_unrestricted")
+                 "allow_unbound", "allow_unrestricted", "refuse_limit_warnings")
         return cls(**{n: getattr(policy, n) for n in names})
 
 
@@ -96,13 +97,22 @@ def policy_problems(
         return problems
     if policy.require_expiry and req.expires_at is None:
         problems.append("policy.require_expiry: tokens must have an expiry (--expires-in)")
-    if not policy.allow_unrestricted and not [x for x in req.limits if x.strip()]:
-        problems.append("policy.allow_unrestricted: tokens must have at least one restriction "
-                        "line (--limit)")
+    problems += limits_problems(req.limits, policy)
     cap = policy.max_active_tokens_per_user
     if cap > 0 and req.user is not None and active_for_user >= cap:
         problems.append(f"policy.max_active_tokens_per_user: user {req.user!r} already holds "
                         f"{active_for_user} usable token(s); the maximum is {cap}")
+    return problems
+
+
+def limits_problems(lines: Sequence[str], policy: IssuePolicy) -> list[str]:
+    """The policy's rules on restriction lines, at creation and at every edit alike."""
+    problems: list[str] = []
+    if not policy.allow_unrestricted and not [x for x in lines if x.strip()]:
+        problems.append("policy.allow_unrestricted: tokens must have at least one restriction "
+                        "line (--limit)")
+    if policy.refuse_limit_warnings:
+        problems += [f"policy.refuse_limit_warnings: {w}" for w in limits_mod.lint(list(lines))]
     return problems
 
 

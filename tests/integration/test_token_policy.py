@@ -27,6 +27,9 @@ pytestmark = pytest.mark.integration
 DAY = 86400.0
 ADMIN_SECRET = "admin-secret-for-tests-0123456789"
 
+NEVER_MATCHES = "[get]/rest/api/2/issue/.*"  # lint: can never match scheme://host/path
+WIDENING = ".*/rest/api/2/issue/ALLOWED-1.*"  # lint: also allows ALLOWED-10
+
 # (rule, policy env, CLI args, CreateTokenRequest fields, extender export entry)
 RULES: list[tuple[str, dict[str, str], list[str], dict[str, Any], dict[str, Any]]] = [
     ("any_user", {"ALLOW_UNBOUND": "true"}, ["--label", "x"], {"label": "x"}, {}),
@@ -41,6 +44,9 @@ RULES: list[tuple[str, dict[str, str], list[str], dict[str, Any], dict[str, Any]
      {"user": "ann"}, {"user": "ann", "limitTo": ""}),
     ("policy.max_active_tokens_per_user", {"MAX_ACTIVE_TOKENS_PER_USER": "1"},
      ["--user", "Ann"], {"user": "ANN"}, {"user": "ann"}),
+    ("policy.refuse_limit_warnings", {"REFUSE_LIMIT_WARNINGS": "true"},
+     ["--user", "ann", "--limit", NEVER_MATCHES], {"user": "ann", "limits": [NEVER_MATCHES]},
+     {"user": "ann", "limitTo": NEVER_MATCHES}),
 ]
 IDS = [r[0] for r in RULES]
 
@@ -237,3 +243,28 @@ async def test_rotation_is_held_to_the_policy(redis_url: str, prefix: str) -> No
         assert e.value.code == "failed_precondition" and "rotating" in str(e.value)
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("line", [NEVER_MATCHES, WIDENING])
+async def test_edits_are_held_to_the_line_rules(redis_url: str, prefix: str, line: str) -> None:
+    """Editing limit lines meets the same policy as creating them: lines lint warns about
+    are refused when policy.refuse_limit_warnings is set, and so is removing every line
+    when policy.allow_unrestricted is false (through operations and the CLI)."""
+    env = _env(redis_url, prefix, {"REFUSE_LIMIT_WARNINGS": "true",
+                                   "ALLOW_UNRESTRICTED": "false"})
+    cfg = load_config(environ=env)
+    client = create_client(cfg.redis)
+    try:
+        admin = TokenAdmin(client, cfg, actor="test")
+        token, _ = await admin.create(TokenRequest(
+            user="ann", label="ok", limits=[".*/rest/api/2/issue/ALLOWED-1"]))
+        for lines, rule in (([line], "policy.refuse_limit_warnings"),
+                            ([], "policy.allow_unrestricted")):
+            with pytest.raises(AdminError) as e:
+                await admin.update(token.id, limits=lines)
+            assert rule in str(e.value)
+        assert (await admin.get(token.id)).limits == (".*/rest/api/2/issue/ALLOWED-1",)
+    finally:
+        await client.aclose()
+    r = await asyncio.to_thread(cli, env, "token", "edit", token.id, "--limit", line)
+    assert r.returncode == 1 and "policy.refuse_limit_warnings" in r.stderr, r.stderr
