@@ -13,7 +13,7 @@ from authz.config import load_config
 from authz.domain import secrets
 from authz.domain.credentials import Credentials
 from authz.domain.decide import Policy, judge, not_a_token, screen
-from authz.domain.model import Decision, HttpRequest, Outcome, Reason, Token
+from authz.domain.model import STATUS, Decision, HttpRequest, Outcome, Reason, Token
 
 NOW = 1_700_000_000.0
 SECRET = secrets.generate_secret()
@@ -71,7 +71,7 @@ def assert_deny(d: Decision, reason: Reason, status: int) -> None:
     assert d.outcome is Outcome.DENY, d
     assert d.reason is reason, d
     assert d.status == status
-    assert not d.allowed
+    assert not d.forwarded
     assert d.message
     assert SECRET not in d.message and PASSWORD not in d.message
 
@@ -84,7 +84,7 @@ def test_basic_bound_token_allowed() -> None:
     assert d.outcome is Outcome.ALLOW
     assert d.reason is Reason.OK
     assert d.status == 200
-    assert d.allowed
+    assert d.forwarded
     assert d.token is TOKEN
     assert d.login == "alice"
     assert d.effective_user == "alice"
@@ -158,7 +158,7 @@ def test_no_credentials_passes() -> None:
     assert d.outcome is Outcome.PASS
     assert d.reason is Reason.NO_CREDENTIALS
     assert d.status == 200
-    assert d.allowed
+    assert d.forwarded
     assert not d.token_like
 
 
@@ -234,7 +234,7 @@ def test_malformed_with_token_secret_is_token_like() -> None:
 
 def test_oversized_header_uses_policy_limit() -> None:
     value = basic("alice", SECRET)
-    assert decide(req(value), policy=Policy(max_header_bytes=len(value))).allowed
+    assert decide(req(value), policy=Policy(max_header_bytes=len(value))).forwarded
     d = decide(req(value), policy=Policy(max_header_bytes=len(value) - 1))
     assert_deny(d, Reason.MALFORMED_CREDENTIALS, 401)
 
@@ -333,7 +333,7 @@ def test_expiry_boundary() -> None:
 
 def test_ip_allowed_and_refused() -> None:
     t = tok(ips=("10.0.0.0/24",))
-    assert decide(req(basic("alice", SECRET), source_ip="10.0.0.9"), t).allowed
+    assert decide(req(basic("alice", SECRET), source_ip="10.0.0.9"), t).forwarded
     d = decide(req(basic("alice", SECRET), source_ip="10.0.1.9"), t)
     assert_deny(d, Reason.IP_NOT_ALLOWED, 403)
     assert d.effective_user == "alice"
@@ -345,7 +345,7 @@ def test_ip_from_trusted_xff_hop() -> None:
     # Envoy appended its peer (the balancer, 10.0.0.1) after the balancer's entry.
     r = req(basic("alice", SECRET), source_ip="10.0.0.1",
             x_forwarded_for="203.0.113.5, 10.0.0.1")
-    assert decide(r, t, policy).allowed
+    assert decide(r, t, policy).forwarded
     # Not trusted by default: the socket address (the load balancer) is judged.
     assert_deny(decide(r, t), Reason.IP_NOT_ALLOWED, 403)
     # Spoofed leftmost entry does not help.
@@ -363,12 +363,12 @@ def test_xff_shorter_than_hops_falls_back_to_socket() -> None:
     r = req(basic("alice", SECRET), source_ip="10.0.0.1", x_forwarded_for="203.0.113.5")
     assert_deny(decide(r, t, Policy(xff_trusted_hops=2)), Reason.IP_NOT_ALLOWED, 403)
     t2 = tok(ips=("10.0.0.1",))
-    assert decide(r, t2, Policy(xff_trusted_hops=2)).allowed
+    assert decide(r, t2, Policy(xff_trusted_hops=2)).forwarded
 
 
 def test_ipv4_mapped_socket_address() -> None:
     t = tok(ips=("10.0.0.0/8",))
-    assert decide(req(basic("alice", SECRET), source_ip="::ffff:10.1.1.1"), t).allowed
+    assert decide(req(basic("alice", SECRET), source_ip="::ffff:10.1.1.1"), t).forwarded
 
 
 # --- path --------------------------------------------------------------------------------------
@@ -398,7 +398,7 @@ def test_context_path_prefixes() -> None:
     policy = Policy.from_config(cfg)
     assert policy.token_prefixes == ("/jira/rest/",)
     assert decide(req(basic("alice", SECRET), path="/jira/rest/api/2/issue/A-1"),
-                  policy=policy).allowed
+                  policy=policy).forwarded
     assert_deny(decide(req(basic("alice", SECRET), path="/rest/api/2/issue/A-1"), policy=policy),
                 Reason.UNSUPPORTED_PATH, 403)
 
@@ -407,7 +407,7 @@ def test_limits_see_context_path_in_url() -> None:
     policy = Policy(token_prefixes=("/jira/rest/",))
     t = tok(limits=(".*/jira/rest/api/2/issue/.*",))
     assert decide(req(basic("alice", SECRET), path="/jira/rest/api/2/issue/A-1"), t,
-                  policy).allowed
+                  policy).forwarded
 
 
 # --- limits ------------------------------------------------------------------------------------
@@ -440,7 +440,7 @@ def test_json_limit_uses_body() -> None:
     t = tok(limits=("[post].*/rest/api/2/issue[JsonData::fields.project.key==SCRUM]",))
     ok = req(basic("alice", SECRET), method="POST", path="/rest/api/2/issue",
              body=b'{"fields": {"project": {"key": "SCRUM"}}}')
-    assert decide(ok, t).allowed
+    assert decide(ok, t).forwarded
     bad = ok._replace(body=b'{"fields": {"project": {"key": "X"}}}')
     assert_deny(decide(bad, t), Reason.NO_LIMIT_MATCHED, 403)
     trunc = ok._replace(body_truncated=True)
@@ -636,15 +636,18 @@ def test_decision_status_matches_reason(secret: str, login: str, bearer: bool,
                                         deny: bool) -> None:
     auth = f"Bearer {secret.replace(' ', '')}" if bearer else basic(login, secret)
     d = decide(req(auth), policy=Policy(deny_unauthenticated=deny))
-    statuses = {
-        Reason.OK: 200, Reason.NOT_A_TOKEN: 200, Reason.NO_CREDENTIALS: 200,
-        Reason.UNAUTHENTICATED_DENIED: 401, Reason.MALFORMED_CREDENTIALS: 401,
-        Reason.MALFORMED_TOKEN: 401, Reason.UNKNOWN_TOKEN: 401, Reason.WRONG_USER: 401,
-        Reason.BEARER_UNBOUND: 401,
-    }
-    assert d.status == statuses[d.reason]
+    assert d.status == STATUS[d.reason]
     if secret == SECRET and (bearer or login != "bob"):
         assert d.outcome is Outcome.ALLOW
+
+
+def test_status_table_covers_every_reason() -> None:
+    """One table answers every reason; only the pass-through and allow reasons answer 200."""
+    assert set(STATUS) == set(Reason)
+    assert set(STATUS.values()) == {200, 400, 401, 403, 503}
+    assert {r for r, s in STATUS.items() if s == 200} == {
+        Reason.OK, Reason.NOT_A_TOKEN, Reason.NO_CREDENTIALS}
+    assert STATUS[Reason.STORE_UNAVAILABLE] == STATUS[Reason.AUDIT_UNAVAILABLE] == 503
 
 
 # --- issue 13: what is judged is what Jira acts on -------------------------------------------
@@ -658,7 +661,7 @@ def test_non_canonical_method_refused(method: str) -> None:
 
 def test_lowercase_method_never_satisfies_a_method_line() -> None:
     t = tok(limits=("[post].*/rest/api/2/issue/.*",))
-    assert decide(req(basic("alice", SECRET), method="POST"), t).allowed
+    assert decide(req(basic("alice", SECRET), method="POST"), t).forwarded
     assert_deny(decide(req(basic("alice", SECRET), method="post"), t),
                 Reason.NON_CANONICAL_METHOD, 400)
 
@@ -693,12 +696,12 @@ def test_method_override_refused_on_token_calls(header: str) -> None:
 def test_unbound_token_refused_under_service_credential() -> None:
     unbound = tok(user=None)
     r = req(basic("whoever", SECRET))
-    assert decide(r, unbound).allowed
+    assert decide(r, unbound).forwarded
     policy = Policy(service_credential=True)
     assert_deny(decide(r, unbound, policy), Reason.UNBOUND_WITH_SERVICE_CREDENTIAL, 401)
-    assert decide(req(basic("alice", SECRET)), tok(), policy).allowed  # bound: unaffected
+    assert decide(req(basic("alice", SECRET)), tok(), policy).forwarded  # bound: unaffected
     allowed = Policy(service_credential=True, allow_unbound_with_service_credential=True)
-    assert decide(r, unbound, allowed).allowed
+    assert decide(r, unbound, allowed).forwarded
 
 
 def test_service_credential_policy_from_config(tmp_path: object) -> None:

@@ -159,5 +159,5 @@ def test_tester_agrees_with_screen_and_judge(
     tested = dry_run(token, DryRunRequest(method, url, login=login, client_ip=source,
                                           headers=[("contextUser", ctx)] if ctx else []),
                      policy, base_url=BASE, now=NOW)
-    assert (tested.allowed, tested.code) == (server.allowed, server.reason.value)
-    assert tested.status == (200 if server.allowed else server.status)
+    assert (tested.allowed, tested.code) == (server.forwarded, server.reason.value)
+    assert tested.status == (200 if server.forwarded else server.status)

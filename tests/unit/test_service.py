@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from authz.domain import secrets
 from authz.domain.decide import Policy
-from authz.domain.model import Decision, HttpRequest, Outcome, Reason, Token
+from authz.domain.model import STATUS, Decision, HttpRequest, Outcome, Reason, Token
 from authz.service import CheckService, StoreUnavailableError
 
 NOW = 1_700_000_000.0
@@ -257,6 +257,9 @@ def test_strict_audit_full_sink_denies_allowed_call() -> None:
     assert d.status == 503
     assert d.token is TOKEN
     assert d.effective_user == "alice"
+    # Everything but the verdict is the allow's: the audit event names the line that matched.
+    assert d.matched_limit == TOKEN.limits[0] and d.login == "alice"
+    assert d.client_ip == "10.0.0.7" and d.status == STATUS[d.reason]
 
 
 def test_strict_audit_event_records_the_denial() -> None:
@@ -302,7 +305,7 @@ def test_audit_sink_exception_does_not_escape(strict: bool) -> None:
     d = run(svc, req(basic("alice", SECRET)))
     assert isinstance(d, Decision)
     if strict:
-        assert not d.allowed
+        assert not d.forwarded
 
 
 # --- the event ---------------------------------------------------------------------------------
