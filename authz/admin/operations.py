@@ -36,6 +36,7 @@ from authz.domain.extender_import import (
 )
 from authz.domain.issuing import InvalidToken, IssuePolicy, TokenRequest, issue
 from authz.domain.lifecycle import TokenFilter
+from authz.domain.logins import login_key, same_user
 from authz.domain.model import Token
 from authz.domain.secrets import hash_secret
 
@@ -360,11 +361,11 @@ class TokenAdmin:
         counts: dict[str, int] = {}
         for t in await self.store.list():
             if t.user and t.state(now) in lifecycle.USABLE:
-                counts[t.user.casefold()] = counts.get(t.user.casefold(), 0) + 1
+                counts[login_key(t.user)] = counts.get(login_key(t.user), 0) + 1
         out: list[ImportItem] = []
         for it in items:
             if it.status == "new" and it.request is not None and it.request.user:
-                key = it.request.user.casefold()
+                key = login_key(it.request.user)
                 have = counts.get(key, 0)
                 if have >= cap:
                     it = replace(it, status=STATUS_INVALID, problems=(*it.problems, (
@@ -381,10 +382,9 @@ class TokenAdmin:
         fine for an admin call, never on the Check path)."""
         if not user or self.policy.max_active_tokens_per_user <= 0:
             return 0
-        key = user.casefold()
         return sum(
             1 for t in await self.store.list()
-            if t.id != excluding and (t.user or "").casefold() == key
+            if t.id != excluding and t.user is not None and same_user(t.user, user)
             and t.state(now) in lifecycle.USABLE
         )
 

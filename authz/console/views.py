@@ -35,6 +35,7 @@ from authz.domain import limits as limits_mod
 from authz.domain import secrets as secret_fmt
 from authz.domain.issuing import TokenRequest
 from authz.domain.lifecycle import STATES, expiring, format_duration
+from authz.domain.logins import same_user
 from authz.domain.model import Token
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ class Console:
                 and sess.via == "jira-cookie":
             who = await self.jira.whoami(
                 cookies=jira_cookies(request.headers.get("Cookie", ""), COOKIE))
-            if who is None or who.name.casefold() != sess.user.casefold():
+            if who is None or not same_user(who.name, sess.user):
                 log.info("console: Jira no longer confirms the session", extra={
                     "user": sess.user})
                 self.sessions.drop(sid)
@@ -263,7 +264,7 @@ class Console:
 
     def _may_manage(self, sess: Session, token: Token) -> bool:
         return sess.admin or (token.user is not None
-                              and token.user.casefold() == sess.user.casefold())
+                              and same_user(token.user, sess.user))
 
     async def _token(self, request: web.Request) -> Token:
         sess: Session = request[CTX]["sess"]

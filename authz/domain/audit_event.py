@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from authz.domain.logins import same_user
 from authz.domain.model import Decision, HttpRequest, Outcome
 
 USER_AGENT_MAX = 512
@@ -253,9 +254,8 @@ class AuditRecord:
 
     def matches_user(self, user: str) -> bool:
         """Token user, login or effective user equals ``user`` (case-insensitive, as logins)."""
-        u = user.casefold()
         return any(
-            v and v.casefold() == u for v in (self.token_user, self.login, self.effective_user)
+            v and same_user(v, user) for v in (self.token_user, self.login, self.effective_user)
         )
 
 

@@ -14,6 +14,7 @@ from authz.config import Config
 from authz.domain import limits as limits_mod
 from authz.domain import network, paths, secrets
 from authz.domain.credentials import CredentialError, Credentials, parse_authorization
+from authz.domain.logins import same_user
 from authz.domain.model import STATUS, Decision, HttpRequest, Outcome, Reason, Token, deny
 
 
@@ -106,16 +107,6 @@ def screen(req: HttpRequest, policy: Policy) -> Decision | Credentials:
             login=parsed.login, token_like=True,
         )
     return parsed
-
-
-def same_user(a: str, b: str) -> bool:
-    """User names compared the way Jira compares them: lower-cased, not case-folded.
-
-    Jira lower-cases names (Java ``toLowerCase``), which keeps ``maß`` and ``mass``, ``ﬀ`` and
-    ``ff`` apart as different accounts; Unicode case folding would merge them and let a token
-    allowed for one act for the other.
-    """
-    return a.lower() == b.lower()
 
 
 def _login_matches(token: Token, login: str) -> bool:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from authz.domain.credentials import Credentials
 from authz.domain.decide import Policy, judge, screen
+from authz.domain.logins import same_user
 from authz.domain.model import Decision, HttpRequest, Outcome, Token
 from authz.domain.paths import split_path
 
@@ -136,7 +137,7 @@ def _result(d: Decision, http: HttpRequest, login: str) -> DryRunResult:
     if allowed:
         line = d.matched_limit
         message = f"allowed by {line!r}" if line else "allowed: the token has no limit lines"
-        if d.effective_user and d.effective_user.lower() != login.lower():
+        if d.effective_user and not same_user(d.effective_user, login):
             message += f"; runs as {d.effective_user}"
     else:
         message = d.message or d.reason.value

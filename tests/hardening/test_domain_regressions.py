@@ -5,6 +5,7 @@ Each test failed before its fix; the fix lives in its own commit.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
@@ -161,3 +162,36 @@ def test_token_in_identity_header_is_refused_and_never_a_user(identity: str) -> 
     assert d.outcome is Outcome.DENY and d.status == 403, d
     assert d.reason is Reason.ON_BEHALF_NOT_ALLOWED
     assert identity.strip() not in d.effective_user and identity.strip() not in d.message
+
+
+# One comparison rule for logins everywhere (issue 14): the audit query, ``token list --user``,
+# the console's "own token" check and the per-user cap used casefold() while the decision did
+# not, so ``--user mass`` listed maß's tokens and events.
+
+
+@pytest.mark.parametrize(("a", "b"), FOLD_ONLY)
+def test_every_login_comparison_keeps_fold_only_names_apart(a: str, b: str) -> None:
+    from authz.admin.operations import TokenAdmin
+    from authz.domain.audit_event import AuditRecord
+    from authz.domain.issuing import IssuePolicy
+    from authz.domain.lifecycle import TokenFilter
+    from authz.domain.logins import login_key, same_user
+
+    assert not same_user(a, b) and login_key(a) != login_key(b)
+    assert same_user(a, a.upper()) and same_user(b, b)
+    for field in ("token_user", "login", "effective_user"):
+        rec = AuditRecord(time="", **{field: b})
+        assert not rec.matches_user(a) and rec.matches_user(b)
+    theirs = Token(id="t", secret_hash="h", user=b)
+    assert not TokenFilter(user=a).matches(theirs, 0.0)
+    assert TokenFilter(user=b).matches(theirs, 0.0)
+
+    class Store:
+        async def list(self) -> list[Token]:
+            return [theirs, Token(id="u", secret_hash="h2", user=b)]
+
+    ops = object.__new__(TokenAdmin)  # only the store and the cap are read
+    ops.store = Store()  # type: ignore[assignment]
+    ops.policy = IssuePolicy(max_active_tokens_per_user=5)
+    assert asyncio.run(ops._active_for_user(a, 0.0)) == 0
+    assert asyncio.run(ops._active_for_user(b, 0.0)) == 2
