@@ -121,7 +121,8 @@ class Server:
         self.pubsub_redis = create_pubsub_client(cfg.redis)
         self.cache = TokenCache(
             self.store, cfg.cache, pubsub_client=self.pubsub_redis,
-            on_propagation=metrics.PROPAGATION.observe, on_read=metrics.REDIS_LATENCY.observe,
+            on_propagation=metrics.REVOCATION_PROPAGATION.observe,
+            on_read=metrics.REDIS_LATENCY.observe,
         )
         self.audit = AuditStream(
             self.redis, cfg.audit, token_store_record_use=self.store.record_use

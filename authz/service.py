@@ -15,7 +15,7 @@ from authz.domain.audit_event import build_event
 from authz.domain.decide import Policy, judge, screen
 from authz.domain.model import STATUS, Decision, HttpRequest, Outcome, Reason, Token, deny
 from authz.domain.network import client_ip
-from authz.domain.secrets import hash_secret
+from authz.domain.token_format import hash_secret
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class CheckService:
         try:
             token = await self.tokens.lookup(hash_secret(first.secret))
         except self.unavailable:
-            metrics.STORE_ERRORS.inc()
+            metrics.REDIS_ERRORS.inc()
             return deny(Reason.STORE_UNAVAILABLE, "token store unavailable; try again",
                         login=first.login, token_like=True), first.secret
         return judge(req, first, token, self.policy, self.clock()), first.secret
@@ -102,10 +102,11 @@ class CheckService:
                                    used=decision.outcome is Outcome.ALLOW)
         except Exception:
             log.exception("audit failed", extra={"request_id": req.request_id})
+            metrics.count_audit_lost()  # no stream counted it: the alerted series must
             if self.strict_audit and decision.forwarded:
                 decision = self._audit_unavailable(decision)
         if not kept:
-            metrics.AUDIT_DROPPED.inc()
+            metrics.AUDIT_EMIT_FAILURES.inc()
         return decision
 
     @staticmethod

@@ -38,7 +38,7 @@ from authz.domain.issuing import InvalidToken, IssuePolicy, TokenRequest, issue
 from authz.domain.lifecycle import TokenFilter
 from authz.domain.logins import login_key, same_user
 from authz.domain.model import Token
-from authz.domain.secrets import hash_secret
+from authz.domain.token_format import hash_secret
 
 MAX_PAGE = 1000
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import re
-import secrets as _random
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,7 +32,7 @@ from authz.console import security
 from authz.console.jira import JiraClient, JiraUnavailable, jira_cookies
 from authz.console.sessions import Session, SessionStore
 from authz.domain import limits as limits_mod
-from authz.domain import secrets as secret_fmt
+from authz.domain import token_format
 from authz.domain.issuing import TokenRequest
 from authz.domain.lifecycle import STATES, expiring, format_duration
 from authz.domain.logins import same_user
@@ -294,9 +294,9 @@ class Console:
 
     async def _is_token(self, secret: str) -> bool:
         """An API token, ours (by format) or imported (by the store): never a sign-in."""
-        if secret_fmt.has_prefix(secret):
+        if token_format.looks_like_token(secret):
             return True
-        return await self.store.find_by_hash(secret_fmt.hash_secret(secret)) is not None
+        return await self.store.find_by_hash(token_format.hash_secret(secret)) is not None
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         form = await self._form(request)
@@ -309,7 +309,7 @@ class Console:
                                username=username, admin_credential=self.admin_secret is not None)
 
         if credential:
-            if self.admin_secret is None or not _random.compare_digest(
+            if self.admin_secret is None or not secrets.compare_digest(
                     credential.encode(), self.admin_secret.encode()):
                 log.info("console: admin credential refused")
                 return refuse("That is not the admin credential.")

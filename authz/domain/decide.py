@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from authz.config import Config
 from authz.domain import limits as limits_mod
-from authz.domain import network, paths, secrets
+from authz.domain import network, paths, token_format
 from authz.domain.credentials import CredentialError, Credentials, parse_authorization
 from authz.domain.logins import same_user
 from authz.domain.model import STATUS, Decision, HttpRequest, Outcome, Reason, Token, deny
@@ -90,9 +90,9 @@ def screen(req: HttpRequest, policy: Policy) -> Decision | Credentials:
     if parsed is None:
         return not_a_token(policy, Reason.NO_CREDENTIALS, "no token credentials")
     if isinstance(parsed, CredentialError):
-        token_like = secrets.has_prefix(parsed.secret)
+        token_like = token_format.looks_like_token(parsed.secret)
         return deny(Reason.MALFORMED_CREDENTIALS, parsed.reason, token_like=token_like)
-    token_like = secrets.has_prefix(parsed.secret)
+    token_like = token_format.looks_like_token(parsed.secret)
     if parsed.scheme not in policy.schemes:
         if token_like:
             return deny(
@@ -101,7 +101,7 @@ def screen(req: HttpRequest, policy: Policy) -> Decision | Credentials:
                 login=parsed.login, token_like=True,
             )
         return not_a_token(policy, Reason.NOT_A_TOKEN, "credentials are not an API token")
-    if token_like and not secrets.is_well_formed(parsed.secret):
+    if token_like and not token_format.is_well_formed(parsed.secret):
         return deny(
             Reason.MALFORMED_TOKEN, "token is malformed (bad length or checksum)",
             login=parsed.login, token_like=True,
@@ -125,7 +125,7 @@ def judge(
     """The decision once the token (or its absence) is known."""
     login = creds.login
     if token is None:
-        if secrets.has_prefix(creds.secret):
+        if token_format.looks_like_token(creds.secret):
             return deny(Reason.UNKNOWN_TOKEN, "unknown API token", login=login,
                          token_like=True)
         # Not one of ours: a Jira password (Basic) or a Jira personal access token (Bearer).
@@ -159,7 +159,7 @@ def judge(
     if not network.ip_allowed(ip, token.ips):
         return deny(Reason.IP_NOT_ALLOWED, "client address is not allowed for this token",
                     effective_user=user, **common)
-    if not paths.has_prefix(req.path, policy.token_prefixes):
+    if not paths.is_under_prefix(req.path, policy.token_prefixes):
         return deny(Reason.UNSUPPORTED_PATH, "API tokens are not accepted on this path",
                     effective_user=user, **common)
     result = limits_mod.match(
@@ -170,7 +170,7 @@ def judge(
     if not result.allowed:
         return deny(Reason.NO_LIMIT_MATCHED, result.why, effective_user=user, **common)
     requested = req.headers.get(policy.identity_header, "").strip()
-    if requested and (secrets.has_prefix(requested) or creds.secret in requested):
+    if requested and (token_format.looks_like_token(requested) or creds.secret in requested):
         # A credential is not a user name: never run as it, log it or send it to Jira.
         return deny(Reason.ON_BEHALF_NOT_ALLOWED,
                     "the identity header holds an API token, not a user name",

@@ -9,7 +9,7 @@ supported path, limits, on-behalf-of) on it with the token in hand.
 
 from __future__ import annotations
 
-import secrets as _random
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
@@ -128,7 +128,7 @@ def dry_run(
     scheme_used = "basic" if "basic" in policy.schemes else "bearer"
     # A secret nobody can send: the identity-header check looks for the real one.
     creds = Credentials(scheme_used, login if scheme_used == "basic" else "",
-                        "dry-run-" + _random.token_hex(16))
+                        "dry-run-" + secrets.token_hex(16))
     return _result(judge(http, creds, token, policy, now), http, login)
 
 

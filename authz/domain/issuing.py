@@ -6,13 +6,12 @@ Shared by the CLI and the admin API; the only impure step is drawing the id and 
 from __future__ import annotations
 
 import math
-import secrets as _random
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from authz.domain import limits as limits_mod
-from authz.domain import network
-from authz.domain import secrets as secret_fmt
+from authz.domain import network, token_format
 from authz.domain.model import Token
 
 MAX_LABEL = 200
@@ -108,7 +107,7 @@ def policy_problems(
 
 def new_token_id() -> str:
     """Short, public, non-secret: 12 hex characters."""
-    return _random.token_hex(6)
+    return secrets.token_hex(6)
 
 
 def _user_problem(what: str, value: str) -> str | None:
@@ -162,7 +161,7 @@ def validate_request(
         limits_mod.validate(list(req.limits))
     except limits_mod.InvalidLimits as e:
         problems += [f"limit line {n}: {r}" for n, r in e.errors]
-    if req.secret is not None and (p := secret_fmt.check_importable(req.secret)):
+    if req.secret is not None and (p := token_format.check_importable(req.secret)):
         problems.append(p)
     return problems
 
@@ -178,10 +177,10 @@ def issue(
     )
     if problems:
         raise InvalidToken(problems)
-    secret = req.secret if req.secret is not None else secret_fmt.generate_secret()
+    secret = req.secret if req.secret is not None else token_format.generate_secret()
     token = Token(
         id=new_token_id(),
-        secret_hash=secret_fmt.hash_secret(secret),
+        secret_hash=token_format.hash_secret(secret),
         label=req.label,
         user=req.user,
         logins=tuple(dict.fromkeys(req.logins)),

@@ -36,7 +36,7 @@ from hardening_support import (
     rss_kib,
 )
 
-from authz.domain import secrets as secret_fmt
+from authz.domain import token_format
 
 pytestmark = pytest.mark.e2e
 
@@ -82,7 +82,7 @@ class Workload:
         self.active: list[str] = []
         self.revoked: list[str] = []
         self.changes: Counter[str] = Counter()
-        self.unknown = [secret_fmt.generate_secret() for _ in range(3)]
+        self.unknown = [token_format.generate_secret() for _ in range(3)]
         LEDGER.add(*self.unknown)
         for _ in range(initial):
             self.create()

@@ -27,7 +27,7 @@ from authz.adapters.redis_store import (
 )
 from authz.config import RedisConfig
 from authz.domain.model import Token
-from authz.domain.secrets import hash_secret
+from authz.domain.token_format import hash_secret
 
 pytestmark = pytest.mark.integration
 

@@ -10,19 +10,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authz.config import load_config
-from authz.domain import secrets
+from authz.domain import token_format
 from authz.domain.credentials import Credentials
 from authz.domain.decide import Policy, judge, not_a_token, screen
 from authz.domain.model import STATUS, Decision, HttpRequest, Outcome, Reason, Token
 
 NOW = 1_700_000_000.0
-SECRET = secrets.generate_secret()
-OTHER_SECRET = secrets.generate_secret()
+SECRET = token_format.generate_secret()
+OTHER_SECRET = token_format.generate_secret()
 BAD_CHECKSUM = SECRET[:-1] + ("A" if SECRET[-1] != "A" else "B")
 PASSWORD = "correct horse battery staple"
-TOKEN = Token(id="t1", secret_hash=secrets.hash_secret(SECRET), label="ci", user="alice",
+TOKEN = Token(id="t1", secret_hash=token_format.hash_secret(SECRET), label="ci", user="alice",
               created_at=NOW - 100)
-UNBOUND = Token(id="t2", secret_hash=secrets.hash_secret(SECRET), label="shared")
+UNBOUND = Token(id="t2", secret_hash=token_format.hash_secret(SECRET), label="shared")
 
 
 def basic(login: str, secret: str) -> str:
@@ -58,7 +58,7 @@ def decide(
     if isinstance(first, Decision):
         return first
     assert isinstance(first, Credentials)
-    found = token if token is not None and secrets.hash_secret(
+    found = token if token is not None and token_format.hash_secret(
         first.secret) == token.secret_hash else None
     return judge(r, first, found, policy, now)
 
@@ -145,7 +145,7 @@ def test_bearer_unbound_token_refused() -> None:
 
 def test_imported_unprefixed_secret_works() -> None:
     imported = "extender-plain-random-string-0123456789"
-    t = tok(secret_hash=secrets.hash_secret(imported))
+    t = tok(secret_hash=token_format.hash_secret(imported))
     assert decide(req(basic("alice", imported)), t).outcome is Outcome.ALLOW
     assert decide(req(f"Bearer {imported}"), t).outcome is Outcome.ALLOW
 
