@@ -30,11 +30,11 @@ from authz.adapters.token_cache import TokenCache
 from authz.admin.grpc_api import build_admin_server
 from authz.config import Config
 from authz.domain import limits
-from authz.domain.decide import Policy
 from authz.domain.model import Decision, HttpRequest
 from authz.envoyauth.request import to_http_request
 from authz.envoyauth.response import ResponseBuilder
 from authz.lifecycle_watch import LifecycleWatch
+from authz.policies import decision_policy
 from authz.service import CheckService, StoreUnavailableError
 from authz.tracing import Tracing
 from authz.webhooks import WebhookSender
@@ -128,7 +128,7 @@ class Server:
             self.redis, cfg.audit, token_store_record_use=self.store.record_use
         )
         self.service = CheckService(
-            Policy.from_config(cfg),
+            decision_policy(cfg),
             self.cache,
             self.audit,
             unavailable=(StoreUnavailable, StoreUnavailableError),

@@ -34,11 +34,12 @@ from authz.domain.extender_import import (
     ImportItem,
     parse_extender_json,
 )
-from authz.domain.issuing import InvalidToken, IssuePolicy, TokenRequest, issue
+from authz.domain.issuing import InvalidToken, TokenRequest, issue
 from authz.domain.lifecycle import TokenFilter
 from authz.domain.logins import login_key, same_user
 from authz.domain.model import Token
 from authz.domain.token_format import hash_secret
+from authz.policies import issue_policy
 
 MAX_PAGE = 1000
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class TokenAdmin:
         self.audit = AuditStream(client, cfg.audit)
         self.actor = actor
         self.clock = clock
-        self.policy = IssuePolicy.from_config(cfg.policy)
+        self.policy = issue_policy(cfg.policy)
         self.webhooks = WebhookQueue(client, cfg.redis.key_prefix, cfg.webhooks.max_queue)
 
     # --- admin audit ---------------------------------------------------------------------------
@@ -306,13 +307,13 @@ class TokenAdmin:
         """The Check's own decision for this request (``domain.dry_run``), so the tester
         never says ALLOW where the server refuses."""
         from authz.domain import dry_run
-        from authz.domain.decide import Policy
+        from authz.policies import decision_policy
 
         token = await self._get(token_id)
         req = dry_run.DryRunRequest(method=method, url=url, login=login, client_ip=client_ip,
                                     headers=tuple(headers), body=body)
         try:
-            r = dry_run.dry_run(token, req, Policy.from_config(self.cfg),
+            r = dry_run.dry_run(token, req, decision_policy(self.cfg),
                                 base_url=self.cfg.jira.base_url or DEFAULT_BASE_URL,
                                 now=self.clock())
         except dry_run.DryRunError as e:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from authz.config import Config
 from authz.domain import limits as limits_mod
 from authz.domain import network, paths, token_format
 from authz.domain.credentials import CredentialError, Credentials, parse_authorization
@@ -20,7 +19,8 @@ from authz.domain.model import STATUS, Decision, HttpRequest, Outcome, Reason, T
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """The configuration a decision depends on, flattened for the hot path."""
+    """The configuration a decision depends on, flattened for the hot path (built from the
+    configuration by ``authz.policies.decision_policy``)."""
 
     schemes: frozenset[str] = frozenset({"basic", "bearer"})
     deny_unauthenticated: bool = False
@@ -34,21 +34,6 @@ class Policy:
     """An upstream service Authorization replaces the client's: Jira acts as the identity
     header's user only, so an unbound token (any login) would act as whoever it names."""
     allow_unbound_with_service_credential: bool = False
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> Policy:
-        return cls(
-            schemes=frozenset(cfg.auth.schemes),
-            deny_unauthenticated=cfg.auth.unauthenticated == "deny",
-            token_prefixes=cfg.token_path_prefixes,
-            identity_header=cfg.identity.header.lower(),
-            xff_trusted_hops=cfg.client_ip.xff_trusted_hops,
-            envoy_appends_peer=cfg.client_ip.envoy_appends_peer,
-            max_header_bytes=cfg.auth.max_header_bytes,
-            service_credential=bool(cfg.identity.upstream_authorization_file),
-            allow_unbound_with_service_credential=(
-                cfg.identity.allow_unbound_with_service_credential),
-        )
 
 
 # Methods are case-sensitive (RFC 9110 §9.1): Envoy's HTTP/2 codec passes ``post`` through as

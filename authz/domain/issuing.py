@@ -50,19 +50,14 @@ class TokenRequest:
 
 @dataclass(frozen=True)
 class IssuePolicy:
-    """``policy`` config as plain data; every refusal names its key."""
+    """``policy`` config as plain data (built by ``authz.policies``); every refusal names its
+    key."""
 
     max_lifetime_days: float = 0.0
     require_expiry: bool = False
     max_active_tokens_per_user: int = 0
     allow_unbound: bool = False
     allow_unrestricted: bool = True
-
-    @classmethod
-    def from_config(cls, policy: object) -> IssuePolicy:
-        names = ("max_lifetime_days", "require_expiry", "max_active_tokens_per_user",
-                 "allow_unbound", "allow_unrestricted")
-        return cls(**{n: getattr(policy, n) for n in names})
 
 
 UNBOUND_WARNING = ("warning: this token is unbound: ANY Jira login may use it and the request "

@@ -14,6 +14,7 @@ from authz.domain import token_format
 from authz.domain.credentials import Credentials
 from authz.domain.decide import Policy, judge, not_a_token, screen
 from authz.domain.model import STATUS, Decision, HttpRequest, Outcome, Reason, Token
+from authz.policies import decision_policy
 
 NOW = 1_700_000_000.0
 SECRET = token_format.generate_secret()
@@ -395,7 +396,7 @@ def test_token_outside_supported_prefixes(path: str) -> None:
 
 def test_context_path_prefixes() -> None:
     cfg = load_config(environ={"JIRA_AUTHZ_AUTH_CONTEXT_PATH": "/jira"})
-    policy = Policy.from_config(cfg)
+    policy = decision_policy(cfg)
     assert policy.token_prefixes == ("/jira/rest/",)
     assert decide(req(basic("alice", SECRET), path="/jira/rest/api/2/issue/A-1"),
                   policy=policy).forwarded
@@ -597,7 +598,7 @@ def test_policy_from_config() -> None:
         "JIRA_AUTHZ_AUTH_PATH_PREFIXES": "/rest/,/plugins/servlet/",
         "JIRA_AUTHZ_AUTH_CONTEXT_PATH": "/jira/",
     })
-    p = Policy.from_config(cfg)
+    p = decision_policy(cfg)
     assert p == Policy(
         schemes=frozenset({"bearer"}),
         deny_unauthenticated=True,
@@ -609,7 +610,7 @@ def test_policy_from_config() -> None:
 
 
 def test_policy_defaults_match_config_defaults() -> None:
-    assert Policy.from_config(load_config(environ={})) == Policy()
+    assert decision_policy(load_config(environ={})) == Policy()
 
 
 # --- properties --------------------------------------------------------------------------------
@@ -706,6 +707,6 @@ def test_unbound_token_refused_under_service_credential() -> None:
 
 def test_service_credential_policy_from_config(tmp_path: object) -> None:
     cfg = load_config(environ={"JIRA_AUTHZ_IDENTITY_UPSTREAM_AUTHORIZATION_FILE": "/x"})
-    p = Policy.from_config(cfg)
+    p = decision_policy(cfg)
     assert p.service_credential and not p.allow_unbound_with_service_credential
-    assert not Policy.from_config(load_config(environ={})).service_credential
+    assert not decision_policy(load_config(environ={})).service_credential
