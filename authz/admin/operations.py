@@ -6,7 +6,6 @@ as an ``admin`` event (who changed what; never a secret).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from authz.adapters.audit_reader import AuditReader
 from authz.adapters.audit_stream import AuditStream
 from authz.adapters.redis_store import (
     DuplicateSecret,
@@ -27,7 +27,7 @@ from authz.config import Config
 from authz.domain import lifecycle
 from authz.domain import limits as limits_mod
 from authz.domain import webhook_event as hooks
-from authz.domain.audit_event import AuditRecord, format_time
+from authz.domain.audit_event import AuditRecord, admin_event, format_time
 from authz.domain.extender_import import (
     STATUS_EXISTS,
     STATUS_INVALID,
@@ -140,6 +140,7 @@ class TokenAdmin:
         self.cfg = cfg
         self.store = RedisTokenStore(client, cfg.redis.key_prefix)
         self.audit = AuditStream(client, cfg.audit)
+        self.audit_reader = AuditReader(client, cfg.audit.stream)
         self.actor = actor
         self.clock = clock
         self.policy = issue_policy(cfg.policy)
@@ -148,18 +149,10 @@ class TokenAdmin:
     # --- admin audit ---------------------------------------------------------------------------
 
     async def _record(self, action: str, token_id: str, **details: Any) -> None:
-        event = {
-            "time": format_time(self.clock()),
-            "kind": "admin",
-            "action": action,
-            "actor": self.actor,
-            "token_id": token_id,
-            "details": json.dumps(details, sort_keys=True, ensure_ascii=False),
-        }
+        event = admin_event(now=self.clock(), action=action, actor=self.actor,
+                            token_id=token_id, details=details)
         with redis_errors(self.cfg.audit.stream):
-            await self.client.xadd(
-                self.cfg.audit.stream, event, maxlen=self.cfg.audit.max_len, approximate=True
-            )
+            await self.audit.write_now(event)
 
     # --- operations ----------------------------------------------------------------------------
 
@@ -428,4 +421,4 @@ class TokenAdmin:
                                                    "error": type(e).__name__})
 
     async def audit_query(self, **filters: Any) -> list[AuditRecord]:
-        return await self.audit.query(**filters)
+        return await self.audit_reader.query(**filters)
