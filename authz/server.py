@@ -115,7 +115,6 @@ class Server:
 
     def __init__(self, cfg: Config, *, span_processor: Any = None) -> None:
         self.cfg = cfg
-        limits.COMPILED.resize(cfg.cache.max_compiled_limits)
         self.redis = create_client(cfg.redis)
         self.store = RedisTokenStore(self.redis, cfg.redis.key_prefix)
         self.pubsub_redis = create_pubsub_client(cfg.redis)
@@ -134,6 +133,8 @@ class Server:
             unavailable=(StoreUnavailable, StoreUnavailableError),
             include_query=cfg.audit.include_query,
             strict_audit=cfg.audit.strict,
+            # Compiled RE2 programs cost KBs a line: bounded on their own, owned by this server.
+            compiled_limits=limits.CompiledLimits(cfg.cache.max_compiled_limits),
         )
         self.responses = ResponseBuilder(
             cfg.identity.header,

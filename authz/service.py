@@ -13,6 +13,7 @@ from typing import Protocol
 from authz import metrics
 from authz.domain.audit_event import build_event
 from authz.domain.decide import Policy, judge, screen
+from authz.domain.limits import CompiledLimits
 from authz.domain.model import STATUS, Decision, HttpRequest, Outcome, Reason, Token, deny
 from authz.domain.network import client_ip
 from authz.domain.token_format import hash_secret
@@ -46,6 +47,7 @@ class CheckService:
         include_query: bool = False,
         strict_audit: bool = False,
         clock: Callable[[], float] = time.time,
+        compiled_limits: CompiledLimits | None = None,
     ) -> None:
         self.policy = policy
         self.tokens = tokens
@@ -54,6 +56,8 @@ class CheckService:
         self.include_query = include_query
         self.strict_audit = strict_audit
         self.clock = clock
+        self.compiled_limits = compiled_limits if compiled_limits is not None else (
+            CompiledLimits())
 
     async def decide(self, req: HttpRequest) -> Decision:
         return (await self._decide(req))[0]
@@ -69,7 +73,8 @@ class CheckService:
             metrics.REDIS_ERRORS.inc()
             return deny(Reason.STORE_UNAVAILABLE, "token store unavailable; try again",
                         login=first.login, token_like=True), first.secret
-        return judge(req, first, token, self.policy, self.clock()), first.secret
+        return judge(req, first, token, self.policy, self.clock(),
+                     self.compiled_limits), first.secret
 
     async def check(self, req: HttpRequest) -> Decision:
         """Decide, enforce strict audit, record the event. Never raises."""

@@ -105,9 +105,11 @@ def _on_behalf_of(token: Token, requested: str) -> bool:
 
 
 def judge(
-    req: HttpRequest, creds: Credentials, token: Token | None, policy: Policy, now: float
+    req: HttpRequest, creds: Credentials, token: Token | None, policy: Policy, now: float,
+    compiled: limits_mod.CompiledLimits | None = None,
 ) -> Decision:
-    """The decision once the token (or its absence) is known."""
+    """The decision once the token (or its absence) is known. ``compiled``: the server's
+    compiled-line cache (without one, the token's lines are compiled for this call)."""
     login = creds.login
     if token is None:
         if token_format.looks_like_token(creds.secret):
@@ -148,7 +150,7 @@ def judge(
         return deny(Reason.UNSUPPORTED_PATH, "API tokens are not accepted on this path",
                     effective_user=user, **common)
     result = limits_mod.match(
-        limits_mod.compile_limits(token.limits),
+        limits_mod.compile_limits(token.limits, compiled),
         method=req.method, url=req.url, query=req.query,
         body=req.body, body_truncated=req.body_truncated,
     )
