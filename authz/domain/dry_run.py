@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 from urllib.parse import urlsplit
 
 from authz.domain.credentials import Credentials
@@ -125,7 +126,7 @@ def dry_run(
     first = screen(http, replace(policy, deny_unauthenticated=False))
     if isinstance(first, Decision) and first.outcome is Outcome.DENY:
         return _result(first, http, login)
-    scheme_used = "basic" if "basic" in policy.schemes else "bearer"
+    scheme_used: Literal["basic", "bearer"] = "basic" if "basic" in policy.schemes else "bearer"
     # A secret nobody can send: the identity-header check looks for the real one.
     creds = Credentials(scheme_used, login if scheme_used == "basic" else "",
                         "dry-run-" + secrets.token_hex(16))
