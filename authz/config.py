@@ -239,7 +239,8 @@ class AdminConfig:
 @dataclass(frozen=True)
 class ConsoleConfig:
     listen: str = ""
-    """host:port of the web console (SPEC §11); empty disables it. Worker 0 alone serves it."""
+    """host:port of the web console (product.md §11); empty disables it. Worker 0 alone
+    serves it."""
     path_prefix: str = "/jira-authz/"
     """Every console URL starts with this, on its own port and through Envoy on Jira's host."""
     jira_url: str = ""

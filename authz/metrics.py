@@ -1,4 +1,4 @@
-"""Prometheus series (SPEC §9). Names follow the conventions: ``jira_authz_``, base units.
+"""Prometheus series (product.md §9). Names follow the conventions: ``jira_authz_``, base units.
 
 Counters and histograms on the request path are module-level; the components' own counters
 (cache, audit) are read at scrape time by ``RuntimeCollector`` so the hot path pays nothing.

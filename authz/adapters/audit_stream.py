@@ -1,4 +1,4 @@
-"""Audit events -> Redis Stream, off the decision path (SPEC §7).
+"""Audit events -> Redis Stream, off the decision path (docs/product.md §7).
 
 ``emit`` only appends to a bounded in-memory buffer, so a decision never waits for Redis. A
 background task writes the buffer in batches, one Lua script per batch (so a batch lands
@@ -110,7 +110,7 @@ def _client_key(ip: str) -> str:
 
 
 class UntrustedBudget:
-    """Rate bound of events for calls without a valid token (SPEC §7).
+    """Rate bound of events for calls without a valid token (docs/product.md §7).
 
     Anyone can send ``Authorization: Bearer jat_x``: such events are admitted per fixed window
     up to ``per_client`` per client address and ``total`` over all, the rest only counted. At

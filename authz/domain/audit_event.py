@@ -1,4 +1,4 @@
-"""Audit events (SPEC §7): one flat string map per token call, and its parsed read-back form.
+"""Audit events (product.md §7): one flat string map per token call, and its parsed read-back form.
 
 Pure: the adapter (``authz.adapters.audit_stream``) writes the map with XADD and reads it back
 with XRANGE. The event is built from an allow-list of fields, so no request header other than

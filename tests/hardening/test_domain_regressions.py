@@ -77,7 +77,7 @@ def test_case_variants_still_equal(user: str, variant: str) -> None:
     assert d.outcome is Outcome.ALLOW
 
 
-# A malformed header that still carries one of our tokens is a token call: SPEC §7 wants every
+# A malformed header that still carries one of our tokens is a token call: product.md §7 wants every
 # token call audited, and probing with a stolen token in a duplicated or garbled header must
 # leave a trace. Before the fix these were refused (401) without an audit event.
 def _basic(login: str, secret: str) -> str:

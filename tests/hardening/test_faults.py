@@ -297,7 +297,7 @@ def test_pubsub_killed_revocation_still_honoured(private_stack: Any, ops_for: An
     record_traffic(t)
     assert not never_wrongly_allowed(t.sent, uncached_window=None)
     FIGURES.note("pub/sub killed: revocation visible after (s, max)", round(max(delays), 3))
-    assert max(delays) < 1.0, delays  # SPEC §2: every replica within 1 s
+    assert max(delays) < 1.0, delays  # docs/product.md §2: every replica within 1 s
     check_audit(stack, t)
 
 

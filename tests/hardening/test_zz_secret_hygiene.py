@@ -1,5 +1,5 @@
 """Secret hygiene, last (hence the file name): after the corpus, the faults and the load run,
-no secret the suites used is anywhere it must not be (SPEC §2, §7, §9).
+no secret the suites used is anywhere it must not be (docs/product.md §2, §7, §9).
 
 Scanned: every Redis key and value (token records, secret index, audit stream), the server's
 log (JSON, with its access log on), Envoy's log, /metrics, and every span exported to a local

@@ -1,4 +1,5 @@
-"""build_event / parse_event: the audit event holds exactly the SPEC §7 fields and no secret."""
+"""build_event / parse_event: the audit event holds exactly the product.md §7 fields, no
+secret."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""parse_authorization (SPEC §3): Basic per RFC 7617, Bearer, and every malformed form."""
+"""parse_authorization (product.md §3): Basic per RFC 7617, Bearer, and every malformed form."""
 
 from __future__ import annotations
 

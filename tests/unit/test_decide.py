@@ -1,4 +1,4 @@
-"""screen + judge (SPEC §2-§6): every Reason, its status, and the order of the checks."""
+"""screen + judge (docs/product.md §2-§6): every Reason, its status, and the order of the checks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Envoy translation (ENVOY-NOTES, SPEC §5-§6): CheckRequest → HttpRequest, Decision → response."""
+"""Envoy translation (ENVOY-NOTES, product.md §5-§6): CheckRequest → HttpRequest, Decision →
+response."""
 
 from __future__ import annotations
 

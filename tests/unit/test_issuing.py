@@ -1,4 +1,4 @@
-"""Creating a token (SPEC §2, §4): every field validated up front; only the hash is kept."""
+"""Creating a token (product.md §2, §4): every field validated up front; only the hash is kept."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Restriction lines (SPEC §4): Extender's grammar, RE2 semantics, matching and refusals."""
+"""Restriction lines (product.md §4): Extender's grammar, RE2 semantics, matching and refusals."""
 
 from __future__ import annotations
 

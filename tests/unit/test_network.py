@@ -1,4 +1,4 @@
-"""Client address (SPEC §2): socket address, trusted X-Forwarded-For hops, IP allow-lists."""
+"""Client address (product.md §2): socket address, trusted X-Forwarded-For hops, IP allow-lists."""
 
 from __future__ import annotations
 

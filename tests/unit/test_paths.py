@@ -1,4 +1,4 @@
-"""Path normal form (SPEC §6): whatever Tomcat could resolve differently is refused."""
+"""Path normal form (docs/product.md §6): whatever Tomcat could resolve differently is refused."""
 
 from __future__ import annotations
 

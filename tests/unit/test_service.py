@@ -1,4 +1,4 @@
-"""CheckService (SPEC §6-§7): lookup failures, strict audit, what is audited, and no secrets.
+"""CheckService (product.md §6-§7): lookup failures, strict audit, what is audited, and no secrets.
 
 The token lookup and the audit sink are in-memory fakes of our own Protocols; Redis is not
 involved at all here.

@@ -1,4 +1,4 @@
-"""Secret format (SPEC §2): prefix, length, base62 alphabet, checksum, SHA-256 hashing."""
+"""Secret format (product.md §2): prefix, length, base62 alphabet, checksum, SHA-256 hashing."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_generated_format() -> None:
 def test_generated_secrets_are_unique_and_random_enough() -> None:
     batch = [generate_secret() for _ in range(500)]
     assert len(set(batch)) == len(batch)
-    # >= 160 random bits (SPEC §2): 32 base62 characters.
+    # >= 160 random bits (docs/product.md §2): 32 base62 characters.
     assert 32 * math.log2(62) >= 160
     # Every character of the alphabet shows up in the random parts: not a narrower alphabet.
     assert set("".join(s[4:36] for s in batch)) == set(ALPHABET)

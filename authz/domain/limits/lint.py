@@ -59,5 +59,5 @@ def lint_line(line: str) -> list[str]:
 
 def lint(lines: Sequence[str]) -> list[str]:
     """``line N: warning`` for every line that parses but never matches or matches more than
-    it seems to (SPEC §4): shown wherever lines are written, never a refusal on its own."""
+    it seems to (product.md §4): shown wherever lines are written, never a refusal on its own."""
     return [f"line {n}: {w}" for n, line in enumerate(lines, 1) for w in lint_line(line)]
