@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from authz.domain.lifecycle import InvalidDuration, parse_duration
+from authz.domain.network import parse_hostport
 
 ENV_PREFIX = "JIRA_AUTHZ_"
 
@@ -322,8 +323,7 @@ class Config:
 def _check_hostport(key: str, value: str, *, allow_empty: bool = False) -> None:
     if not value and allow_empty:
         return
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if parse_hostport(value) is None:
         raise ConfigError(key, f"expected host:port, got {value!r}")
 
 

@@ -31,6 +31,7 @@ from authz.admin.grpc_api import build_admin_server
 from authz.config import Config
 from authz.domain import limits
 from authz.domain.model import Decision, HttpRequest
+from authz.domain.network import split_hostport
 from authz.envoyauth.request import to_http_request
 from authz.envoyauth.response import ResponseBuilder
 from authz.lifecycle_watch import LifecycleWatch
@@ -172,8 +173,8 @@ class Server:
 
     async def start(self) -> None:
         if self.cfg.listen.metrics:
-            host, _, port = self.cfg.listen.metrics.rpartition(":")
-            self._metrics_http = start_http_server(int(port), addr=host)
+            host, port = split_hostport(self.cfg.listen.metrics)
+            self._metrics_http = start_http_server(port, addr=host)
         await self.health.set(LIVENESS_SERVICE, SERVING)
         await self._set_ready(False)
         await self.cache.start()
