@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from authz.domain.lifecycle import InvalidDuration, parse_duration
+from authz.domain.network import parse_hostport
 
 ENV_PREFIX = "JIRA_AUTHZ_"
 
@@ -243,7 +244,8 @@ class AdminConfig:
 @dataclass(frozen=True)
 class ConsoleConfig:
     listen: str = ""
-    """host:port of the web console (SPEC §11); empty disables it. Worker 0 alone serves it."""
+    """host:port of the web console (product.md §11); empty disables it. Worker 0 alone
+    serves it."""
     path_prefix: str = "/jira-authz/"
     """Every console URL starts with this, on its own port and through Envoy on Jira's host."""
     jira_url: str = ""
@@ -325,15 +327,35 @@ class Config:
 def _check_hostport(key: str, value: str, *, allow_empty: bool = False) -> None:
     if not value and allow_empty:
         return
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if parse_hostport(value) is None:
         raise ConfigError(key, f"expected host:port, got {value!r}")
 
 
 def _validate(cfg: Config) -> None:
+    """Every section, in file order; the first bad key is the one reported."""
+    _validate_listen(cfg)
+    _validate_redis(cfg)
+    _validate_auth(cfg)
+    _validate_identity(cfg)
+    _validate_client_ip(cfg)
+    _validate_cache(cfg)
+    _validate_audit(cfg)
+    _validate_admin(cfg)
+    _validate_console(cfg.console)
+    _validate_server(cfg)
+    _validate_log(cfg)
+    _validate_tracing(cfg)
+    _validate_policy_jira(cfg)
+    _validate_lifecycle_webhooks(cfg)
+
+
+def _validate_listen(cfg: Config) -> None:
     _check_hostport("listen.check", cfg.listen.check)
     _check_hostport("listen.admin", cfg.listen.admin, allow_empty=True)
     _check_hostport("listen.metrics", cfg.listen.metrics, allow_empty=True)
+
+
+def _validate_redis(cfg: Config) -> None:
     if not cfg.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("redis.url", "must start with redis://, rediss:// or unix://")
     for k in ("socket_timeout_seconds", "connect_timeout_seconds"):
@@ -353,6 +375,9 @@ def _validate(cfg: Config) -> None:
         if not ("{" in pre and "}" in pre.split("{", 1)[1] and pre.index("}") > pre.index("{") + 1):
             raise ConfigError("redis.key_prefix", "cluster mode needs a hash tag such as "
                               "'{jira-authz}:' so a token's keys share one slot")
+
+
+def _validate_auth(cfg: Config) -> None:
     if not cfg.auth.schemes or any(s not in ("basic", "bearer") for s in cfg.auth.schemes):
         raise ConfigError("auth.schemes", "must list basic, bearer or both")
     if cfg.auth.unauthenticated not in ("pass", "deny"):
@@ -369,15 +394,24 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("auth.realm", "must not contain quotes or backslashes")
     if cfg.auth.max_header_bytes < 256:
         raise ConfigError("auth.max_header_bytes", "must be >= 256")
+
+
+def _validate_identity(cfg: Config) -> None:
     hdr = cfg.identity.header
     if not hdr or not all(c.isalnum() or c in "-" for c in hdr):
         raise ConfigError("identity.header", f"{hdr!r} is not a valid header name")
     if hdr.lower() in ("authorization", "host", "cookie") or hdr.startswith(":"):
         raise ConfigError("identity.header", f"{hdr!r} cannot be used as identity header")
+
+
+def _validate_client_ip(cfg: Config) -> None:
     if cfg.client_ip.xff_trusted_hops < 0:
         raise ConfigError("client_ip.xff_trusted_hops", "must be >= 0")
     if cfg.client_ip.xff_trusted_hops > 16:
         raise ConfigError("client_ip.xff_trusted_hops", "must be <= 16")
+
+
+def _validate_cache(cfg: Config) -> None:
     if cfg.cache.max_entries < 1:
         raise ConfigError("cache.max_entries", "must be >= 1")
     if cfg.cache.max_compiled_limits < 1:
@@ -388,6 +422,9 @@ def _validate(cfg: Config) -> None:
     for k in ("refresh_after_seconds", "max_stale_seconds", "negative_ttl_seconds"):
         if getattr(cfg.cache, k) < 0:
             raise ConfigError(f"cache.{k}", "must be >= 0")
+
+
+def _validate_audit(cfg: Config) -> None:
     if not cfg.audit.stream:
         raise ConfigError("audit.stream", "must not be empty")
     for k in ("max_len", "buffer_size", "batch_size"):
@@ -406,26 +443,43 @@ def _validate(cfg: Config) -> None:
                           "must not exceed audit.untrusted_per_second")
     if cfg.audit.untrusted_max_clients < 1:
         raise ConfigError("audit.untrusted_max_clients", "must be >= 1")
+
+
+def _validate_admin(cfg: Config) -> None:
     tls = (cfg.admin.tls_cert_file, cfg.admin.tls_key_file, cfg.admin.client_ca_file)
     if any(tls) and not all(tls):
         raise ConfigError("admin.tls_cert_file", "mTLS needs tls_cert_file, tls_key_file and "
                           "client_ca_file together")
-    _validate_console(cfg.console)
+
+
+def _validate_server(cfg: Config) -> None:
     if cfg.server.grace_seconds < 0:
         raise ConfigError("server.grace_seconds", "must be >= 0")
     if cfg.server.readiness_interval_seconds <= 0:
         raise ConfigError("server.readiness_interval_seconds", "must be > 0")
+
+
+def _validate_log(cfg: Config) -> None:
     if cfg.log.level not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level", "must be debug, info, warning or error")
+
+
+def _validate_tracing(cfg: Config) -> None:
     if cfg.tracing.exporter not in ("none", "otlp"):
         raise ConfigError("tracing.exporter", "must be none or otlp")
     if not 0.0 <= cfg.tracing.sample_ratio <= 1.0:
         raise ConfigError("tracing.sample_ratio", "must be between 0 and 1")
+
+
+def _validate_policy_jira(cfg: Config) -> None:
     if cfg.policy.max_lifetime_days < 0:
         raise ConfigError("policy.max_lifetime_days", "must be >= 0")
     _check_base_url(cfg.jira.base_url)
     if cfg.policy.max_active_tokens_per_user < 0:
         raise ConfigError("policy.max_active_tokens_per_user", "must be >= 0")
+
+
+def _validate_lifecycle_webhooks(cfg: Config) -> None:
     _check_durations("lifecycle", cfg.lifecycle, ("expiring_window", "unused_after",
                                                   "scan_interval"))
     _check_durations("webhooks", cfg.webhooks, ("timeout", "max_backoff", "claim_after"))
@@ -441,7 +495,6 @@ def _validate(cfg: Config) -> None:
         if e not in WEBHOOK_EVENTS:
             raise ConfigError("webhooks.events", f"unknown event {e!r}; known: "
                               + ", ".join(WEBHOOK_EVENTS))
-
 
 WEBHOOK_EVENTS = ("token.created", "token.revoked", "token.rotated", "token.expiring",
                   "token.expired", "token.pruned")

@@ -1,4 +1,4 @@
-"""Prometheus series (SPEC §9). Names follow the conventions: ``jira_authz_``, base units.
+"""Prometheus series (product.md §9). Names follow the conventions: ``jira_authz_``, base units.
 
 Counters and histograms on the request path are module-level; the components' own counters
 (cache, audit) are read at scrape time by ``RuntimeCollector`` so the hot path pays nothing.
@@ -37,18 +37,18 @@ _LATENCY_BUCKETS = (
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 )
 
-STORE_ERRORS = Counter(
+REDIS_ERRORS = Counter(
     "jira_authz_redis_errors_total", "Redis failures seen by decisions (answered 503 or stale)"
 )
 REDIS_LATENCY = Histogram(
     "jira_authz_redis_latency_seconds", "Token store reads on cache misses",
     buckets=_LATENCY_BUCKETS,
 )
-AUDIT_DROPPED = Counter(
+AUDIT_EMIT_FAILURES = Counter(
     "jira_authz_audit_emit_failures_total",
     "Token calls whose audit event could not be queued (buffer full or audit failure)",
 )
-PROPAGATION = Histogram(
+REVOCATION_PROPAGATION = Histogram(
     "jira_authz_revocation_propagation_seconds",
     "Delay from a token change being published to this replica applying it",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
@@ -75,6 +75,12 @@ class RuntimeCollector(Collector):
 
     def __init__(self) -> None:
         self.parts: list[tuple[Any, Any]] = []
+        self.audit_lost_unqueued = 0
+        """Events lost before any audit stream saw them (building or queueing one raised):
+        folded into ``jira_authz_audit_dropped``, the series the shipped alert watches."""
+
+    def count_audit_lost(self) -> None:
+        self.audit_lost_unqueued += 1
 
     def collect(self) -> Iterator[Any]:
         caches = [c for c, _ in self.parts]
@@ -110,11 +116,12 @@ class RuntimeCollector(Collector):
                                      labels=["outcome"])
         events.add_metric(["queued"], total(audits, "emitted"))
         events.add_metric(["flushed"], total(audits, "flushed"))
-        events.add_metric(["dropped"], total(audits, "dropped"))
+        dropped = total(audits, "dropped") + self.audit_lost_unqueued
+        events.add_metric(["dropped"], dropped)
         yield events
         yield CounterMetricFamily("jira_authz_audit_dropped",
                                   "Audit events that could not be kept",
-                                  value=total(audits, "dropped"))
+                                  value=dropped)
         yield CounterMetricFamily(
             "jira_authz_audit_untrusted_suppressed",
             "Calls without a valid token not audited one by one (rate bound); counted in "
@@ -126,6 +133,7 @@ class RuntimeCollector(Collector):
 
 RUNTIME = RuntimeCollector()
 REGISTRY.register(RUNTIME)
+count_audit_lost = RUNTIME.count_audit_lost
 
 
 class DecisionCounts(Collector):

@@ -30,11 +30,12 @@ from authz.adapters.token_cache import TokenCache
 from authz.admin.grpc_api import build_admin_server
 from authz.config import Config
 from authz.domain import limits
-from authz.domain.decide import Policy
 from authz.domain.model import Decision, HttpRequest
+from authz.domain.network import split_hostport
 from authz.envoyauth.request import to_http_request
 from authz.envoyauth.response import ResponseBuilder
 from authz.lifecycle_watch import LifecycleWatch
+from authz.policies import decision_policy
 from authz.service import CheckService, StoreUnavailableError
 from authz.tracing import Tracing
 from authz.webhooks import WebhookSender
@@ -115,24 +116,26 @@ class Server:
 
     def __init__(self, cfg: Config, *, span_processor: Any = None) -> None:
         self.cfg = cfg
-        limits.COMPILED.resize(cfg.cache.max_compiled_limits)
         self.redis = create_client(cfg.redis)
         self.store = RedisTokenStore(self.redis, cfg.redis.key_prefix)
         self.pubsub_redis = create_pubsub_client(cfg.redis)
         self.cache = TokenCache(
             self.store, cfg.cache, pubsub_client=self.pubsub_redis,
-            on_propagation=metrics.PROPAGATION.observe, on_read=metrics.REDIS_LATENCY.observe,
+            on_propagation=metrics.REVOCATION_PROPAGATION.observe,
+            on_read=metrics.REDIS_LATENCY.observe,
         )
         self.audit = AuditStream(
             self.redis, cfg.audit, token_store_record_use=self.store.record_use
         )
         self.service = CheckService(
-            Policy.from_config(cfg),
+            decision_policy(cfg),
             self.cache,
             self.audit,
             unavailable=(StoreUnavailable, StoreUnavailableError),
             include_query=cfg.audit.include_query,
             strict_audit=cfg.audit.strict,
+            # Compiled RE2 programs cost KBs a line: bounded on their own, owned by this server.
+            compiled_limits=limits.CompiledLimits(cfg.cache.max_compiled_limits),
         )
         self.responses = ResponseBuilder(
             cfg.identity.header,
@@ -170,8 +173,8 @@ class Server:
 
     async def start(self) -> None:
         if self.cfg.listen.metrics:
-            host, _, port = self.cfg.listen.metrics.rpartition(":")
-            self._metrics_http = start_http_server(int(port), addr=host)
+            host, port = split_hostport(self.cfg.listen.metrics)
+            self._metrics_http = start_http_server(port, addr=host)
         await self.health.set(LIVENESS_SERVICE, SERVING)
         await self._set_ready(False)
         await self.cache.start()

@@ -13,9 +13,10 @@ from typing import Protocol
 from authz import metrics
 from authz.domain.audit_event import build_event
 from authz.domain.decide import Policy, judge, screen
-from authz.domain.model import Decision, HttpRequest, Outcome, Reason, Token
+from authz.domain.limits import CompiledLimits
+from authz.domain.model import STATUS, Decision, HttpRequest, Outcome, Reason, Token, deny
 from authz.domain.network import client_ip
-from authz.domain.secrets import hash_secret
+from authz.domain.token_format import hash_secret
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class CheckService:
         include_query: bool = False,
         strict_audit: bool = False,
         clock: Callable[[], float] = time.time,
+        compiled_limits: CompiledLimits | None = None,
     ) -> None:
         self.policy = policy
         self.tokens = tokens
@@ -54,6 +56,8 @@ class CheckService:
         self.include_query = include_query
         self.strict_audit = strict_audit
         self.clock = clock
+        self.compiled_limits = compiled_limits if compiled_limits is not None else (
+            CompiledLimits())
 
     async def decide(self, req: HttpRequest) -> Decision:
         return (await self._decide(req))[0]
@@ -66,12 +70,11 @@ class CheckService:
         try:
             token = await self.tokens.lookup(hash_secret(first.secret))
         except self.unavailable:
-            metrics.STORE_ERRORS.inc()
-            return Decision(
-                Outcome.DENY, Reason.STORE_UNAVAILABLE, 503,
-                "token store unavailable; try again", login=first.login, token_like=True,
-            ), first.secret
-        return judge(req, first, token, self.policy, self.clock()), first.secret
+            metrics.REDIS_ERRORS.inc()
+            return deny(Reason.STORE_UNAVAILABLE, "token store unavailable; try again",
+                        login=first.login, token_like=True), first.secret
+        return judge(req, first, token, self.policy, self.clock(),
+                     self.compiled_limits), first.secret
 
     async def check(self, req: HttpRequest) -> Decision:
         """Decide, enforce strict audit, record the event. Never raises."""
@@ -81,8 +84,8 @@ class CheckService:
         except Exception:
             log.exception("check failed", extra={"request_id": req.request_id})
             # Audited as a token call: whether it was one is unknown, and it must not vanish.
-            decision = Decision(Outcome.DENY, Reason.INTERNAL_ERROR, 503,
-                                "authorization failed; try again", token_like=True)
+            decision = deny(Reason.INTERNAL_ERROR, "authorization failed; try again",
+                            token_like=True)
         if decision.token_like:
             decision = self._audit(req, decision, secret)
         metrics.count_decision(decision.outcome, decision.reason)
@@ -91,7 +94,7 @@ class CheckService:
     def _audit(self, req: HttpRequest, decision: Decision, secret: str | None) -> Decision:
         kept = False
         try:
-            if self.strict_audit and decision.allowed and not self.audit.would_accept():
+            if self.strict_audit and decision.forwarded and not self.audit.would_accept():
                 decision = self._audit_unavailable(decision)
             ip = decision.client_ip or client_ip(
                 req.source_ip, req.headers.get("x-forwarded-for"), self.policy.xff_trusted_hops,
@@ -104,16 +107,18 @@ class CheckService:
                                    used=decision.outcome is Outcome.ALLOW)
         except Exception:
             log.exception("audit failed", extra={"request_id": req.request_id})
-            if self.strict_audit and decision.allowed:
+            metrics.count_audit_lost()  # no stream counted it: the alerted series must
+            if self.strict_audit and decision.forwarded:
                 decision = self._audit_unavailable(decision)
         if not kept:
-            metrics.AUDIT_DROPPED.inc()
+            metrics.AUDIT_EMIT_FAILURES.inc()
         return decision
 
     @staticmethod
     def _audit_unavailable(decision: Decision) -> Decision:
-        return Decision(
-            Outcome.DENY, Reason.AUDIT_UNAVAILABLE, 503, "audit trail unavailable; try again",
-            token=decision.token, login=decision.login, effective_user=decision.effective_user,
-            token_like=True, client_ip=decision.client_ip,
+        """The same decision (token, login, matched line...) turned into a retryable deny."""
+        return decision._replace(
+            outcome=Outcome.DENY, reason=Reason.AUDIT_UNAVAILABLE,
+            status=STATUS[Reason.AUDIT_UNAVAILABLE], message="audit trail unavailable; try again",
+            token_like=True,
         )

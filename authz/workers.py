@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from authz.config import ENV_PREFIX, Config, load_config
+from authz.domain.network import split_hostport
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,6 @@ _SCRAPE_TIMEOUT = 2.0
 def default_workers() -> int:
     """Cores this process may run on (cgroup CPU limits are not visible here)."""
     return len(os.sched_getaffinity(0))
-
-
-def split_hostport(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    return host, int(port)
 
 
 def worker_check_addresses(check: str, workers: int) -> list[str]:

@@ -21,7 +21,7 @@ from authz.adapters.redis_conn import create_client
 from authz.adapters.redis_store import RedisTokenStore
 from authz.config import RedisConfig
 from authz.domain.issuing import TokenRequest, issue
-from authz.domain.secrets import generate_secret
+from authz.domain.token_format import generate_secret
 
 MIX = (
     ("allow", 0.70),

@@ -21,9 +21,9 @@ from authz.adapters.redis_conn import create_client
 from authz.adapters.redis_store import RedisTokenStore
 from authz.adapters.token_cache import TokenCache
 from authz.config import AuditConfig, Config, RedisConfig
-from authz.domain.decide import Policy
 from authz.envoyauth.request import to_http_request
 from authz.envoyauth.response import ResponseBuilder
+from authz.policies import decision_policy
 from authz.server import AuthorizationServicer
 from authz.service import CheckService
 from authz.tracing import Tracing
@@ -50,7 +50,7 @@ async def run(redis_url: str, n: int, profile: bool) -> dict[str, float]:
     audit = AuditStream(client, AuditConfig(stream=f"{prefix}audit"),
                         token_store_record_use=store.record_use)
     await audit.start()
-    service = CheckService(Policy.from_config(cfg), cache, audit)
+    service = CheckService(decision_policy(cfg), cache, audit)
     responses = ResponseBuilder("contextUser", "Jira")
     servicer = AuthorizationServicer(service, responses, Tracing(cfg.tracing), False)
     ctx = _Ctx()

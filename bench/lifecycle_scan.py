@@ -28,7 +28,7 @@ from authz.adapters.redis_conn import create_client
 from authz.adapters.redis_store import encode_token
 from authz.config import load_config
 from authz.domain.model import Token
-from authz.domain.secrets import hash_secret
+from authz.domain.token_format import hash_secret
 from authz.lifecycle_watch import LifecycleScanner
 
 DAY = 86400.0

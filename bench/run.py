@@ -493,7 +493,7 @@ class Bench:
         return self.raw
 
     def memory(self) -> dict[str, Any]:
-        from authz.domain.secrets import hash_secret
+        from authz.domain.token_format import hash_secret
 
         hashes = self.workdir / "hashes.txt"
         hashes.write_text("\n".join(hash_secret(t.secret) for t in self.seeded))

@@ -31,7 +31,7 @@ from authz.adapters.redis_conn import create_client
 from authz.adapters.redis_store import RedisTokenStore
 from authz.config import RedisConfig
 from authz.domain.model import Token
-from authz.domain.secrets import generate_secret, hash_secret
+from authz.domain.token_format import generate_secret, hash_secret
 
 _POLL = 0.01
 

@@ -1,4 +1,4 @@
-"""Audit events -> Redis Stream, off the decision path (SPEC §7).
+"""Audit events -> Redis Stream, off the decision path (docs/product.md §7).
 
 ``emit`` only appends to a bounded in-memory buffer, so a decision never waits for Redis. A
 background task writes the buffer in batches, one Lua script per batch (so a batch lands
@@ -14,8 +14,7 @@ What does not fit in the buffer, or is still buffered when ``close`` gives up, i
 
 Stream IDs are assigned by Redis (``*``) when a batch is written, so an entry's ID time is its
 *write* time: at or after the event's ``time`` (by up to the flush interval, or the length of a
-Redis outage). ``query`` maps its time bounds to IDs with that in mind and filters on the
-event's own ``time``.
+Redis outage); ``audit_reader`` reads the stream back with that in mind.
 """
 
 from __future__ import annotations
@@ -35,7 +34,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from authz.config import AuditConfig
-from authz.domain.audit_event import AuditRecord, format_time, parse_event
+from authz.domain.audit_event import format_time
+from authz.domain.audit_event import stream_id_ms as _ms
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def _client_key(ip: str) -> str:
 
 
 class UntrustedBudget:
-    """Rate bound of events for calls without a valid token (SPEC §7).
+    """Rate bound of events for calls without a valid token (docs/product.md §7).
 
     Anyone can send ``Authorization: Bearer jat_x``: such events are admitted per fixed window
     up to ``per_client`` per client address and ``total`` over all, the rest only counted. At
@@ -210,47 +210,28 @@ class AuditStats:
         return self._depth()
 
 
-def _ms(ts: float) -> int:
-    return max(0, int(ts * 1000))
-
-
-def _str(v: str | bytes) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-
-
 class AuditStream:
-    """Batched, bounded, asynchronous writer (and reader) of the audit stream."""
+    """Batched, bounded, asynchronous writer of the audit stream (``audit_reader`` reads it)."""
 
     def __init__(
         self,
-        client: Redis | Callable[[], Redis],
+        client: Redis,
         cfg: AuditConfig,
         token_store_record_use: RecordUse | None = None,
         clock: Callable[[], float] = time.time,
         *,
         age_trim_interval: float = 60.0,
-        query_lag_seconds: float = 3600.0,
-        clock_skew_seconds: float = 60.0,
         use_flush_interval: float = 1.0,
     ) -> None:
-        """``client`` is a Redis client or a factory called once on first use (then owned and
-        closed by ``close``). It should have short socket timeouts: the flush task retries with
-        its own backoff. ``age_trim_interval``: how often the MINID trim runs when
-        ``cfg.max_age_days`` > 0. ``query_lag_seconds``/``clock_skew_seconds``: how far an
-        entry's write time (its ID) may lag behind / run ahead of the event time, for ``query``.
+        """``client`` (standalone, Sentinel or Cluster; owned by the caller) should have short
+        socket timeouts: the flush task retries with its own backoff. ``age_trim_interval``:
+        how often the MINID trim runs when ``cfg.max_age_days`` > 0.
         """
-        if hasattr(client, "xadd"):  # a client (standalone, Sentinel or Cluster), not a factory
-            self._client: Redis | None = client
-            self._factory: Callable[[], Redis] | None = None
-        else:
-            self._client = None
-            self._factory = client
+        self._client = client
         self._cfg = cfg
         self._record_use = token_store_record_use
         self._clock = clock
         self._age_trim_interval = age_trim_interval
-        self._query_lag = query_lag_seconds
-        self._clock_skew = clock_skew_seconds
         self._buf: deque[_Item] = deque()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -332,12 +313,6 @@ class AuditStream:
             self._last_drop_log = now
 
     # --- background flushing -------------------------------------------------------------------
-
-    def _redis(self) -> Redis:
-        if self._client is None:
-            assert self._factory is not None
-            self._client = self._factory()
-        return self._client
 
     async def start(self) -> None:
         """Start the flush task (idempotent)."""
@@ -424,7 +399,7 @@ class AuditStream:
         args: list[str | int | bytes] = [_MARK_TTL_SECONDS, seq, cfg.max_len, minid]
         args += [_encode_event(event) for event, _, _ in batch]
         if self._script is None:
-            self._script = self._redis().register_script(_WRITE_BATCH)
+            self._script = self._client.register_script(_WRITE_BATCH)
         await self._script(keys=[cfg.stream, self._mark_key()], args=args)
         if trim_age:
             self._next_age_trim = time.monotonic() + self._age_trim_interval
@@ -499,59 +474,9 @@ class AuditStream:
             log.warning("audit: use counts of %d tokens were not recorded", len(self._pending_uses))
             self._pending_uses.clear()
         self._log_drops(force=True)
-        if self._factory is not None and self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.aclose()
 
-    # --- reading -------------------------------------------------------------------------------
-
-    async def query(
-        self,
-        *,
-        token_id: str | None = None,
-        user: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        decision: str | None = None,
-        limit: int = 100,
-        page_size: int = 1000,
-    ) -> list[AuditRecord]:
-        """Events matching every given filter, newest (last written) first, at most ``limit``.
-
-        ``since``/``until`` (epoch seconds, inclusive) bound the event ``time``. They narrow the
-        scanned ID range only by margins the IDs can be trusted for: an entry is written at
-        most ``query_lag_seconds`` after its event (longer Redis outages excepted) and a
-        replica clock may run ``clock_skew_seconds`` ahead of Redis's.
-        """
-        if limit <= 0:
-            return []
-        hi = "+" if until is None else str(_ms(until + self._query_lag))
-        lo = "-" if since is None else str(_ms(since - self._clock_skew))
-        want_decision = decision.lower() if decision else None
-        # Event times have millisecond resolution: compare in whole milliseconds.
-        since_ms = None if since is None else _ms(since)
-        until_ms = None if until is None else _ms(until)
-        out: list[AuditRecord] = []
-        client = self._redis()
-        while True:
-            entries = await client.xrevrange(self._cfg.stream, max=hi, min=lo, count=page_size)
-            for entry_id, fields in entries or ():
-                rec = parse_event(fields, entry_id)
-                if token_id is not None and rec.token_id != token_id:
-                    continue
-                if user is not None and not rec.matches_user(user):
-                    continue
-                if want_decision is not None and rec.decision.lower() != want_decision:
-                    continue
-                if since_ms is not None or until_ms is not None:
-                    ts = round(rec.timestamp * 1000)
-                    if (since_ms is not None and ts < since_ms) or (
-                        until_ms is not None and ts > until_ms
-                    ):
-                        continue
-                out.append(rec)
-                if len(out) >= limit:
-                    return out
-            if not entries or len(entries) < page_size:
-                return out
-            hi = "(" + _str(entries[-1][0])
+    async def write_now(self, event: dict[str, str]) -> None:
+        """One event written at once, past the buffer (an administrative action: the caller
+        waits, and a failure is its error); capped by the stream's MAXLEN like a batch."""
+        await self._client.xadd(self._cfg.stream, event,  # type: ignore[arg-type]
+                                maxlen=self._cfg.max_len, approximate=True)

@@ -19,6 +19,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
 from authz.config import RedisConfig
+from authz.domain.network import split_hostport
 
 DEFAULT_HEALTH_CHECK_INTERVAL = 10.0
 """Seconds a pooled connection may sit idle before it is PINGed on reuse."""
@@ -75,7 +76,7 @@ def _sentinel_master(
         "socket_timeout": cfg.socket_timeout_seconds,
         "socket_connect_timeout": cfg.connect_timeout_seconds,
     }
-    sentinels = [(h, int(p)) for h, _, p in (x.rpartition(":") for x in cfg.sentinels)]
+    sentinels = [split_hostport(x) for x in cfg.sentinels]
     sentinel = Sentinel(sentinels, sentinel_kwargs=dict(common), **common)
     db = int(parts.path.strip("/") or 0) if parts.path.strip("/").isdigit() else 0
     return sentinel.master_for(

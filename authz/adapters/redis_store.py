@@ -25,12 +25,12 @@ import math
 import re
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
+from authz.adapters import invalidation
 from authz.domain.model import Token
 
 # --- errors -------------------------------------------------------------------------------------
@@ -63,47 +63,6 @@ class DuplicateSecret(StoreError):
 
 class DuplicateId(StoreError):
     """A token with this id already exists."""
-
-
-# --- invalidation messages ----------------------------------------------------------------------
-
-OPS = frozenset({"create", "update", "revoke"})
-
-
-@dataclass(frozen=True, slots=True)
-class Invalidation:
-    """One message on ``{prefix}invalidate``: what changed, and when it was published."""
-
-    op: str
-    id: str
-    hash: str
-    ts: float | None = None
-    """Publisher's wall-clock ``time.time()``; lets subscribers measure propagation delay."""
-    revoked_at: float | None = None
-
-
-def parse_invalidation(data: str | bytes) -> Invalidation | None:
-    """Decode a channel message; None for anything malformed (a subscriber must not crash)."""
-    try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(raw, dict):
-        return None
-    op, tid, h = raw.get("op"), raw.get("id"), raw.get("hash")
-    if op not in OPS or not isinstance(tid, str) or not isinstance(h, str):
-        return None
-    return Invalidation(op, tid, h, _opt_number(raw.get("ts")), _opt_number(raw.get("revoked_at")))
-
-
-def _opt_number(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, int | float | str):
-        return None
-    try:
-        f = float(v)
-    except ValueError:
-        return None
-    return f if math.isfinite(f) else None
 
 
 # --- record encoding ----------------------------------------------------------------------------
@@ -268,20 +227,19 @@ return 'ok'
 """
 
 # KEYS: token. ARGV: channel, id, ts, set_label, label, set_limits, limits.
-_UPDATE = """
+_UPDATE = invalidation.LUA_ENCODER + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'label', ARGV[5]) end
 if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'limits', ARGV[7]) end
 local h = redis.call('HGET', KEYS[1], 'secret_hash') or ''
-redis.call('PUBLISH', ARGV[1], '{"op":"update","id":' .. cjson.encode(ARGV[2]) ..
-  ',"hash":' .. cjson.encode(h) .. ',"ts":' .. ARGV[3] .. '}')
+redis.call('PUBLISH', ARGV[1], invalidation('update', ARGV[2], h, ARGV[3]))
 return redis.call('HGETALL', KEYS[1])
 """
 
 # KEYS: token. ARGV: channel, id, ts, revoked_at. A revocation can only move earlier (sticky:
 # revoking again keeps the first time, yet a grace period can be cut short); the message is
 # re-sent on every call so a replica that missed it gets another chance.
-_REVOKE = """
+_REVOKE = invalidation.LUA_ENCODER + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local at = redis.call('HGET', KEYS[1], 'revoked_at')
 local cur = tonumber(at or '')
@@ -290,9 +248,7 @@ if cur == nil or tonumber(ARGV[4]) < cur then
   redis.call('HSET', KEYS[1], 'revoked_at', at)
 end
 local h = redis.call('HGET', KEYS[1], 'secret_hash') or ''
-redis.call('PUBLISH', ARGV[1], '{"op":"revoke","id":' .. cjson.encode(ARGV[2]) ..
-  ',"hash":' .. cjson.encode(h) .. ',"ts":' .. ARGV[3] .. ',"revoked_at":' ..
-  cjson.encode(at) .. '}')
+redis.call('PUBLISH', ARGV[1], invalidation('revoke', ARGV[2], h, ARGV[3], at))
 return redis.call('HGETALL', KEYS[1])
 """
 
@@ -413,7 +369,7 @@ class RedisTokenStore:
         _check_id(token.id)
         check_secret_hash(token.secret_hash)
         fields = encode_token(token)
-        msg = self._message("create", token.id, token.secret_hash)
+        msg = invalidation.encode("create", token.id, token.secret_hash)
         args: list[str] = [token.id, self.channel, msg]
         for k, v in fields.items():
             args += [k, v]
@@ -493,9 +449,6 @@ class RedisTokenStore:
         return bool(n)
 
     # helpers
-
-    def _message(self, op: str, token_id: str, secret_hash: str) -> str:
-        return json.dumps({"op": op, "id": token_id, "hash": secret_hash, "ts": time.time()})
 
     def _decode(self, fields: Any, key: str, *, expect_id: str) -> Token | None:
         if not fields:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 
 from authz.config import RedisConfig
+from authz.domain.network import split_hostport
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ async def watch_failovers(
     backoff_max: float = 2.0,
 ) -> None:
     """Run until cancelled: listen to the Sentinels in turn, call ``on_switch`` per failover."""
-    sentinels = [(h, int(p)) for h, _, p in (s.rpartition(":") for s in cfg.sentinels)]
+    sentinels = [split_hostport(s) for s in cfg.sentinels]
     delay = 0.05
     i = 0
     while True:

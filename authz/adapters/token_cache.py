@@ -34,13 +34,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from authz.adapters.invalidation import Invalidation
+from authz.adapters.invalidation import parse as parse_invalidation
 from authz.adapters.redis_store import (
     CorruptRecord,
-    Invalidation,
     RedisTokenStore,
     StoreUnavailable,
     check_secret_hash,
-    parse_invalidation,
 )
 from authz.config import CacheConfig
 from authz.domain.model import Token

@@ -6,7 +6,6 @@ as an ``admin`` event (who changed what; never a secret).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from authz.adapters.audit_reader import AuditReader
 from authz.adapters.audit_stream import AuditStream
 from authz.adapters.redis_store import (
     DuplicateSecret,
@@ -27,17 +27,19 @@ from authz.config import Config
 from authz.domain import lifecycle
 from authz.domain import limits as limits_mod
 from authz.domain import webhook_event as hooks
-from authz.domain.audit_event import AuditRecord, format_time
+from authz.domain.audit_event import AuditRecord, admin_event, format_time
 from authz.domain.extender_import import (
     STATUS_EXISTS,
     STATUS_INVALID,
     ImportItem,
     parse_extender_json,
 )
-from authz.domain.issuing import InvalidToken, IssuePolicy, TokenRequest, issue, limits_problems
+from authz.domain.issuing import InvalidToken, TokenRequest, issue, limits_problems
 from authz.domain.lifecycle import TokenFilter
+from authz.domain.logins import login_key, same_user
 from authz.domain.model import Token
-from authz.domain.secrets import hash_secret
+from authz.domain.token_format import hash_secret
+from authz.policies import issue_policy
 
 MAX_PAGE = 1000
 log = logging.getLogger(__name__)
@@ -138,26 +140,19 @@ class TokenAdmin:
         self.cfg = cfg
         self.store = RedisTokenStore(client, cfg.redis.key_prefix)
         self.audit = AuditStream(client, cfg.audit)
+        self.audit_reader = AuditReader(client, cfg.audit.stream)
         self.actor = actor
         self.clock = clock
-        self.policy = IssuePolicy.from_config(cfg.policy)
+        self.policy = issue_policy(cfg.policy)
         self.webhooks = WebhookQueue(client, cfg.redis.key_prefix, cfg.webhooks.max_queue)
 
     # --- admin audit ---------------------------------------------------------------------------
 
     async def _record(self, action: str, token_id: str, **details: Any) -> None:
-        event = {
-            "time": format_time(self.clock()),
-            "kind": "admin",
-            "action": action,
-            "actor": self.actor,
-            "token_id": token_id,
-            "details": json.dumps(details, sort_keys=True, ensure_ascii=False),
-        }
+        event = admin_event(now=self.clock(), action=action, actor=self.actor,
+                            token_id=token_id, details=details)
         with redis_errors(self.cfg.audit.stream):
-            await self.client.xadd(
-                self.cfg.audit.stream, event, maxlen=self.cfg.audit.max_len, approximate=True
-            )
+            await self.audit.write_now(event)
 
     # --- operations ----------------------------------------------------------------------------
 
@@ -307,13 +302,13 @@ class TokenAdmin:
         """The Check's own decision for this request (``domain.dry_run``), so the tester
         never says ALLOW where the server refuses."""
         from authz.domain import dry_run
-        from authz.domain.decide import Policy
+        from authz.policies import decision_policy
 
         token = await self._get(token_id)
         req = dry_run.DryRunRequest(method=method, url=url, login=login, client_ip=client_ip,
                                     headers=tuple(headers), body=body)
         try:
-            r = dry_run.dry_run(token, req, Policy.from_config(self.cfg),
+            r = dry_run.dry_run(token, req, decision_policy(self.cfg),
                                 base_url=self.cfg.jira.base_url or DEFAULT_BASE_URL,
                                 now=self.clock())
         except dry_run.DryRunError as e:
@@ -362,11 +357,11 @@ class TokenAdmin:
         counts: dict[str, int] = {}
         for t in await self.store.list():
             if t.user and t.state(now) in lifecycle.USABLE:
-                counts[t.user.casefold()] = counts.get(t.user.casefold(), 0) + 1
+                counts[login_key(t.user)] = counts.get(login_key(t.user), 0) + 1
         out: list[ImportItem] = []
         for it in items:
             if it.status == "new" and it.request is not None and it.request.user:
-                key = it.request.user.casefold()
+                key = login_key(it.request.user)
                 have = counts.get(key, 0)
                 if have >= cap:
                     it = replace(it, status=STATUS_INVALID, problems=(*it.problems, (
@@ -383,10 +378,9 @@ class TokenAdmin:
         fine for an admin call, never on the Check path)."""
         if not user or self.policy.max_active_tokens_per_user <= 0:
             return 0
-        key = user.casefold()
         return sum(
             1 for t in await self.store.list()
-            if t.id != excluding and (t.user or "").casefold() == key
+            if t.id != excluding and t.user is not None and same_user(t.user, user)
             and t.state(now) in lifecycle.USABLE
         )
 
@@ -429,4 +423,4 @@ class TokenAdmin:
                                                    "error": type(e).__name__})
 
     async def audit_query(self, **filters: Any) -> list[AuditRecord]:
-        return await self.audit.query(**filters)
+        return await self.audit_reader.query(**filters)

@@ -27,6 +27,7 @@ from authz.domain.audit_event import AuditRecord, parse_event
 from authz.domain.extender_import import ImportItem
 from authz.domain.issuing import TokenRequest
 from authz.domain.model import Token
+from authz.domain.network import parse_hostport
 
 
 class BackendError(Exception):
@@ -221,9 +222,9 @@ def admin_target(url: str) -> tuple[str, bool]:
     for prefix in (*_PLAIN, *_TLS):
         text = text.removeprefix(prefix)
     text = text.rstrip("/")
-    host, sep, port = text.rpartition(":")
-    if (not sep or not host or not port.isdigit() or not 0 < int(port) < 65536
-            or "/" in host or "://" in text or any(c.isspace() for c in text)):
+    parsed = parse_hostport(text)
+    if (parsed is None or parsed[1] == 0 or "/" in parsed[0]
+            or "://" in text or any(c.isspace() for c in text)):
         raise BackendError(f"--admin-url {url!r}: expected host:port, grpc://host:port or "
                            "https://host:port (the admin API is gRPC, with no path)")
     return text, secure

@@ -1,4 +1,4 @@
-"""The web console (SPEC §11): Jira users manage their own tokens in the browser, admins all.
+"""The web console (product.md §11): Jira users manage their own tokens in the browser, admins all.
 
 ``app`` builds the aiohttp application and runs it in the server's event loop; ``jira`` asks
 Jira who a browser is; ``sessions`` keeps short server-side sessions; ``security`` holds the

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from authz.config import Config
 from authz.console import security
 from authz.console.views import Console
+from authz.domain.network import split_hostport
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -66,9 +67,9 @@ class ConsoleServer:
         self.port = 0
 
     async def start(self) -> None:
-        host, _, port = self.cfg.console.listen.rpartition(":")
+        host, port = split_hostport(self.cfg.console.listen)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host, int(port), reuse_address=True)
+        site = web.TCPSite(self.runner, host, port, reuse_address=True)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import logging
 import math
-import secrets as _random
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,9 +31,10 @@ from authz.console import security
 from authz.console.jira import JiraClient, JiraUnavailable, jira_cookies
 from authz.console.sessions import Session, SessionStore
 from authz.domain import limits as limits_mod
-from authz.domain import secrets as secret_fmt
+from authz.domain import token_format
 from authz.domain.issuing import TokenRequest
 from authz.domain.lifecycle import STATES, expiring, format_duration
+from authz.domain.logins import same_user
 from authz.domain.model import Token
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ class Console:
                 and sess.via == "jira-cookie":
             who = await self.jira.whoami(
                 cookies=jira_cookies(request.headers.get("Cookie", ""), COOKIE))
-            if who is None or who.name.casefold() != sess.user.casefold():
+            if who is None or not same_user(who.name, sess.user):
                 log.info("console: Jira no longer confirms the session", extra={
                     "user": sess.user})
                 self.sessions.drop(sid)
@@ -261,7 +262,7 @@ class Console:
 
     def _may_manage(self, sess: Session, token: Token) -> bool:
         return sess.admin or (token.user is not None
-                              and token.user.casefold() == sess.user.casefold())
+                              and same_user(token.user, sess.user))
 
     async def _token(self, request: web.Request) -> Token:
         sess: Session = request[CTX]["sess"]
@@ -291,9 +292,9 @@ class Console:
 
     async def _is_token(self, secret: str) -> bool:
         """An API token, ours (by format) or imported (by the store): never a sign-in."""
-        if secret_fmt.has_prefix(secret):
+        if token_format.looks_like_token(secret):
             return True
-        return await self.store.find_by_hash(secret_fmt.hash_secret(secret)) is not None
+        return await self.store.find_by_hash(token_format.hash_secret(secret)) is not None
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         form = await self._form(request)
@@ -306,7 +307,7 @@ class Console:
                                username=username, admin_credential=self.admin_secret is not None)
 
         if credential:
-            if self.admin_secret is None or not _random.compare_digest(
+            if self.admin_secret is None or not secrets.compare_digest(
                     credential.encode(), self.admin_secret.encode()):
                 log.info("console: admin credential refused")
                 return refuse("That is not the admin credential.")

@@ -1,4 +1,4 @@
-"""Audit events (SPEC §7): one flat string map per token call, and its parsed read-back form.
+"""Audit events (product.md §7): one flat string map per token call, and its parsed read-back form.
 
 Pure: the adapter (``authz.adapters.audit_stream``) writes the map with XADD and reads it back
 with XRANGE. The event is built from an allow-list of fields, so no request header other than
@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from authz.domain.logins import same_user
 from authz.domain.model import Decision, HttpRequest, Outcome
 
 USER_AGENT_MAX = 512
@@ -59,6 +61,13 @@ EVENT_FIELDS: tuple[str, ...] = (
     "trace_id",
 )
 """Fields of every event; ``query`` is added only when ``audit.include_query`` is on."""
+
+OPTIONAL_FIELDS: tuple[str, ...] = ("query",)
+"""Fields an event may carry besides ``EVENT_FIELDS`` (read back as ``AuditRecord`` fields)."""
+
+ADMIN_FIELDS: tuple[str, ...] = ("time", "kind", "action", "actor", "token_id", "details")
+"""Fields of an administrative event (``kind`` = ``admin``): create, revoke, rotate... The
+reader keeps the ones ``AuditRecord`` has no field for in ``extra``."""
 
 _MASK = "***"
 _MIN_SECRET_LEN = 8
@@ -198,6 +207,22 @@ def build_event(
     return cap_fields(event, FIELD_CAPS if token is not None else UNTRUSTED_CAPS)
 
 
+def admin_event(
+    *, now: float, action: str, actor: str, token_id: str, details: Mapping[str, object]
+) -> dict[str, str]:
+    """The field map of one administrative action (``ADMIN_FIELDS``); never a secret."""
+    event = {
+        "time": format_time(now),
+        "kind": "admin",
+        "action": action,
+        "actor": actor,
+        "token_id": token_id,
+        "details": json.dumps(dict(details), sort_keys=True, ensure_ascii=False),
+    }
+    assert tuple(event) == ADMIN_FIELDS
+    return event
+
+
 def cap_fields(event: dict[str, str], caps: Mapping[str, int]) -> dict[str, str]:
     """Every value cut to its cap (unknown fields to 256), the cut ones named in ``truncated``.
 
@@ -253,24 +278,29 @@ class AuditRecord:
 
     def matches_user(self, user: str) -> bool:
         """Token user, login or effective user equals ``user`` (case-insensitive, as logins)."""
-        u = user.casefold()
         return any(
-            v and v.casefold() == u for v in (self.token_user, self.login, self.effective_user)
+            v and same_user(v, user) for v in (self.token_user, self.login, self.effective_user)
         )
 
 
-def _s(v: str | bytes) -> str:
+def as_text(v: str | bytes) -> str:
+    """A stream field, key or entry ID as text, whether the client decodes responses or not."""
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
 
 
-_RECORD_STR_FIELDS = frozenset(EVENT_FIELDS) | {"query"}
+def stream_id_ms(ts: float) -> int:
+    """Epoch seconds -> the millisecond part of a stream entry ID (never negative)."""
+    return max(0, int(ts * 1000))
+
+
+_RECORD_STR_FIELDS = frozenset(EVENT_FIELDS) | frozenset(OPTIONAL_FIELDS)
 
 
 def parse_event(
     fields: Mapping[str, str] | Mapping[bytes, bytes], entry_id: str | bytes = ""
 ) -> AuditRecord:
     """Stream entry fields (bytes or str) -> AuditRecord; unknown fields are ignored."""
-    kv = {_s(k): _s(v) for k, v in fields.items()}
+    kv = {as_text(k): as_text(v) for k, v in fields.items()}
     args: dict[str, str] = {k: v for k, v in kv.items() if k in _RECORD_STR_FIELDS}
     extra = {k: v for k, v in kv.items() if k not in _RECORD_STR_FIELDS}
     try:
@@ -278,4 +308,4 @@ def parse_event(
     except ValueError:
         status = 0
     args.setdefault("time", "")
-    return AuditRecord(status=status, id=_s(entry_id), extra=extra, **args)
+    return AuditRecord(status=status, id=as_text(entry_id), extra=extra, **args)

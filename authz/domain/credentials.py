@@ -12,7 +12,7 @@ import re
 from base64 import b64decode
 from typing import Literal, NamedTuple
 
-from authz.domain.secrets import has_prefix
+from authz.domain.token_format import looks_like_token
 
 Scheme = Literal["basic", "bearer"]
 
@@ -64,10 +64,10 @@ def _parse_basic(param: str) -> Credentials | CredentialError:
     login, sep, secret = text.partition(":")
     if not sep:
         return CredentialError("Basic credentials lack the ':' between login and secret",
-                               "basic", text if has_prefix(text) else "")
+                               "basic", text if looks_like_token(text) else "")
     if not login:
         return CredentialError("Basic credentials have an empty login", "basic", secret)
-    if has_prefix(login.strip()):
+    if looks_like_token(login.strip()):
         # `curl -u "$TOKEN:"`: the token went into the login. A secret must never become a
         # user name (logged, traced, sent to Jira as the identity).
         return CredentialError(
@@ -93,7 +93,7 @@ def _token_among(parts: list[str], max_bytes: int) -> str:
     """The first of our tokens carried by any of several joined values, or ''."""
     for part in parts:
         got = parse_authorization(part, max_bytes=max_bytes)
-        if got is not None and has_prefix(got.secret):
+        if got is not None and looks_like_token(got.secret):
             return got.secret
     return ""
 

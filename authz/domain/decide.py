@@ -10,16 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from authz.config import Config
 from authz.domain import limits as limits_mod
-from authz.domain import network, paths, secrets
+from authz.domain import network, paths, token_format
 from authz.domain.credentials import CredentialError, Credentials, parse_authorization
-from authz.domain.model import Decision, HttpRequest, Outcome, Reason, Token
+from authz.domain.logins import same_user
+from authz.domain.model import STATUS, Decision, HttpRequest, Outcome, Reason, Token, deny
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """The configuration a decision depends on, flattened for the hot path."""
+    """The configuration a decision depends on, flattened for the hot path (built from the
+    configuration by ``authz.policies.decision_policy``)."""
 
     schemes: frozenset[str] = frozenset({"basic", "bearer"})
     deny_unauthenticated: bool = False
@@ -34,21 +35,6 @@ class Policy:
     header's user only, so an unbound token (any login) would act as whoever it names."""
     allow_unbound_with_service_credential: bool = False
 
-    @classmethod
-    def from_config(cls, cfg: Config) -> Policy:
-        return cls(
-            schemes=frozenset(cfg.auth.schemes),
-            deny_unauthenticated=cfg.auth.unauthenticated == "deny",
-            token_prefixes=cfg.token_path_prefixes,
-            identity_header=cfg.identity.header.lower(),
-            xff_trusted_hops=cfg.client_ip.xff_trusted_hops,
-            envoy_appends_peer=cfg.client_ip.envoy_appends_peer,
-            max_header_bytes=cfg.auth.max_header_bytes,
-            service_credential=bool(cfg.identity.upstream_authorization_file),
-            allow_unbound_with_service_credential=(
-                cfg.identity.allow_unbound_with_service_credential),
-        )
-
 
 # Methods are case-sensitive (RFC 9110 §9.1): Envoy's HTTP/2 codec passes ``post`` through as
 # it came, Tomcat then serves it as an unknown method while a ``[post]`` line, compared
@@ -62,64 +48,50 @@ CANONICAL_METHODS = frozenset(
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 
 
-def _deny(reason: Reason, status: int, message: str, **kw: object) -> Decision:
-    return Decision(Outcome.DENY, reason, status, message, **kw)  # type: ignore[arg-type]
-
-
 def not_a_token(policy: Policy, reason: Reason, message: str) -> Decision:
     """No token involved: pass through to Jira's own authentication, or deny by policy."""
     if policy.deny_unauthenticated:
-        return _deny(Reason.UNAUTHENTICATED_DENIED, 401, "an API token is required")
-    return Decision(Outcome.PASS, reason, 200, message)
+        return deny(Reason.UNAUTHENTICATED_DENIED, "an API token is required")
+    return Decision(Outcome.PASS, reason, STATUS[reason], message)
 
 
 def screen(req: HttpRequest, policy: Policy) -> Decision | Credentials:
     """Everything decidable without the token store."""
     why = paths.non_normal_reason(req.path)
     if why is not None:
-        return _deny(Reason.NON_NORMAL_PATH, 400, why)
+        return deny(Reason.NON_NORMAL_PATH, why)
     if req.method not in CANONICAL_METHODS:
-        return _deny(Reason.NON_CANONICAL_METHOD, 400,
-                     "request method is not a canonical upper-case HTTP method")
+        return deny(Reason.NON_CANONICAL_METHOD,
+                    "request method is not a canonical upper-case HTTP method")
     why = paths.host_error(req.host)
     if why is not None:
-        return _deny(Reason.INVALID_HOST, 400, why)
+        return deny(Reason.INVALID_HOST, why)
     why = paths.scheme_error(req.scheme)
     if why is not None:
-        return _deny(Reason.INVALID_SCHEME, 400, why)
+        return deny(Reason.INVALID_SCHEME, why)
     parsed = parse_authorization(
         req.headers.get("authorization"), max_bytes=policy.max_header_bytes
     )
     if parsed is None:
         return not_a_token(policy, Reason.NO_CREDENTIALS, "no token credentials")
     if isinstance(parsed, CredentialError):
-        token_like = secrets.has_prefix(parsed.secret)
-        return _deny(Reason.MALFORMED_CREDENTIALS, 401, parsed.reason, token_like=token_like)
-    token_like = secrets.has_prefix(parsed.secret)
+        token_like = token_format.looks_like_token(parsed.secret)
+        return deny(Reason.MALFORMED_CREDENTIALS, parsed.reason, token_like=token_like)
+    token_like = token_format.looks_like_token(parsed.secret)
     if parsed.scheme not in policy.schemes:
         if token_like:
-            return _deny(
-                Reason.SCHEME_NOT_ALLOWED, 401,
+            return deny(
+                Reason.SCHEME_NOT_ALLOWED,
                 f"{parsed.scheme.capitalize()} credentials are not accepted for API tokens",
                 login=parsed.login, token_like=True,
             )
         return not_a_token(policy, Reason.NOT_A_TOKEN, "credentials are not an API token")
-    if token_like and not secrets.is_well_formed(parsed.secret):
-        return _deny(
-            Reason.MALFORMED_TOKEN, 401, "token is malformed (bad length or checksum)",
+    if token_like and not token_format.is_well_formed(parsed.secret):
+        return deny(
+            Reason.MALFORMED_TOKEN, "token is malformed (bad length or checksum)",
             login=parsed.login, token_like=True,
         )
     return parsed
-
-
-def same_user(a: str, b: str) -> bool:
-    """User names compared the way Jira compares them: lower-cased, not case-folded.
-
-    Jira lower-cases names (Java ``toLowerCase``), which keeps ``maß`` and ``mass``, ``ﬀ`` and
-    ``ff`` apart as different accounts; Unicode case folding would merge them and let a token
-    allowed for one act for the other.
-    """
-    return a.lower() == b.lower()
 
 
 def _login_matches(token: Token, login: str) -> bool:
@@ -133,67 +105,69 @@ def _on_behalf_of(token: Token, requested: str) -> bool:
 
 
 def judge(
-    req: HttpRequest, creds: Credentials, token: Token | None, policy: Policy, now: float
+    req: HttpRequest, creds: Credentials, token: Token | None, policy: Policy, now: float,
+    compiled: limits_mod.CompiledLimits | None = None,
 ) -> Decision:
-    """The decision once the token (or its absence) is known."""
+    """The decision once the token (or its absence) is known. ``compiled``: the server's
+    compiled-line cache (without one, the token's lines are compiled for this call)."""
     login = creds.login
     if token is None:
-        if secrets.has_prefix(creds.secret):
-            return _deny(Reason.UNKNOWN_TOKEN, 401, "unknown API token", login=login,
+        if token_format.looks_like_token(creds.secret):
+            return deny(Reason.UNKNOWN_TOKEN, "unknown API token", login=login,
                          token_like=True)
         # Not one of ours: a Jira password (Basic) or a Jira personal access token (Bearer).
         return not_a_token(policy, Reason.NOT_A_TOKEN, "credentials are not an API token")
     common = {"token": token, "login": login, "token_like": True}
     if any(h in req.headers for h in METHOD_OVERRIDE_HEADERS):
-        return _deny(Reason.METHOD_OVERRIDE, 400,
-                     "method override headers are not accepted with API tokens", **common)
+        return deny(Reason.METHOD_OVERRIDE,
+                    "method override headers are not accepted with API tokens", **common)
     if token.is_revoked(now):
-        return _deny(Reason.REVOKED, 401, "API token has been revoked", **common)
+        return deny(Reason.REVOKED, "API token has been revoked", **common)
     if token.is_expired(now):
-        return _deny(Reason.EXPIRED, 401, "API token has expired", **common)
+        return deny(Reason.EXPIRED, "API token has expired", **common)
     if creds.scheme == "bearer":
         if token.user is None:
-            return _deny(Reason.BEARER_UNBOUND, 401,
-                         "Bearer credentials need a token bound to a user", **common)
+            return deny(Reason.BEARER_UNBOUND,
+                        "Bearer credentials need a token bound to a user", **common)
         user = token.user
     elif token.user is None:
         if policy.service_credential and not policy.allow_unbound_with_service_credential:
-            return _deny(Reason.UNBOUND_WITH_SERVICE_CREDENTIAL, 401,
-                         "unbound API tokens are not accepted while Jira is called with a "
-                         "service credential", **common)
+            return deny(Reason.UNBOUND_WITH_SERVICE_CREDENTIAL,
+                        "unbound API tokens are not accepted while Jira is called with a "
+                        "service credential", **common)
         user = login
     elif _login_matches(token, login):
         user = token.user
     else:
-        return _deny(Reason.WRONG_USER, 401, "API token does not belong to this login", **common)
+        return deny(Reason.WRONG_USER, "API token does not belong to this login", **common)
     ip = network.client_ip(req.source_ip, req.headers.get("x-forwarded-for"),
                            policy.xff_trusted_hops, policy.envoy_appends_peer)
     common["client_ip"] = ip
     if not network.ip_allowed(ip, token.ips):
-        return _deny(Reason.IP_NOT_ALLOWED, 403, "client address is not allowed for this token",
-                     effective_user=user, **common)
-    if not paths.has_prefix(req.path, policy.token_prefixes):
-        return _deny(Reason.UNSUPPORTED_PATH, 403, "API tokens are not accepted on this path",
-                     effective_user=user, **common)
+        return deny(Reason.IP_NOT_ALLOWED, "client address is not allowed for this token",
+                    effective_user=user, **common)
+    if not paths.is_under_prefix(req.path, policy.token_prefixes):
+        return deny(Reason.UNSUPPORTED_PATH, "API tokens are not accepted on this path",
+                    effective_user=user, **common)
     result = limits_mod.match(
-        limits_mod.compile_limits(token.limits),
+        limits_mod.compile_limits(token.limits, compiled),
         method=req.method, url=req.url, query=req.query,
         body=req.body, body_truncated=req.body_truncated,
     )
     if not result.allowed:
-        return _deny(Reason.NO_LIMIT_MATCHED, 403, result.why, effective_user=user, **common)
+        return deny(Reason.NO_LIMIT_MATCHED, result.why, effective_user=user, **common)
     requested = req.headers.get(policy.identity_header, "").strip()
-    if requested and (secrets.has_prefix(requested) or creds.secret in requested):
+    if requested and (token_format.looks_like_token(requested) or creds.secret in requested):
         # A credential is not a user name: never run as it, log it or send it to Jira.
-        return _deny(Reason.ON_BEHALF_NOT_ALLOWED, 403,
-                     "the identity header holds an API token, not a user name",
-                     matched_limit=result.line, **common)
+        return deny(Reason.ON_BEHALF_NOT_ALLOWED,
+                    "the identity header holds an API token, not a user name",
+                    matched_limit=result.line, **common)
     effective = user
     if requested and not same_user(requested, user):
         if "," in requested or not _on_behalf_of(token, requested):
-            return _deny(Reason.ON_BEHALF_NOT_ALLOWED, 403,
-                         "this token may not act on behalf of the requested user",
-                         effective_user=requested, matched_limit=result.line, **common)
+            return deny(Reason.ON_BEHALF_NOT_ALLOWED,
+                        "this token may not act on behalf of the requested user",
+                        effective_user=requested, matched_limit=result.line, **common)
         effective = requested
-    return Decision(Outcome.ALLOW, Reason.OK, 200, "", token, login, effective, result.line,
-                    True, ip)
+    return Decision(Outcome.ALLOW, Reason.OK, STATUS[Reason.OK], "", token, login, effective,
+                    result.line, True, ip)

@@ -9,13 +9,15 @@ supported path, limits, on-behalf-of) on it with the token in hand.
 
 from __future__ import annotations
 
-import secrets as _random
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 from urllib.parse import urlsplit
 
 from authz.domain.credentials import Credentials
 from authz.domain.decide import Policy, judge, screen
+from authz.domain.logins import same_user
 from authz.domain.model import Decision, HttpRequest, Outcome, Token
 from authz.domain.paths import split_path
 
@@ -124,10 +126,10 @@ def dry_run(
     first = screen(http, replace(policy, deny_unauthenticated=False))
     if isinstance(first, Decision) and first.outcome is Outcome.DENY:
         return _result(first, http, login)
-    scheme_used = "basic" if "basic" in policy.schemes else "bearer"
+    scheme_used: Literal["basic", "bearer"] = "basic" if "basic" in policy.schemes else "bearer"
     # A secret nobody can send: the identity-header check looks for the real one.
     creds = Credentials(scheme_used, login if scheme_used == "basic" else "",
-                        "dry-run-" + _random.token_hex(16))
+                        "dry-run-" + secrets.token_hex(16))
     return _result(judge(http, creds, token, policy, now), http, login)
 
 
@@ -136,7 +138,7 @@ def _result(d: Decision, http: HttpRequest, login: str) -> DryRunResult:
     if allowed:
         line = d.matched_limit
         message = f"allowed by {line!r}" if line else "allowed: the token has no limit lines"
-        if d.effective_user and d.effective_user.lower() != login.lower():
+        if d.effective_user and not same_user(d.effective_user, login):
             message += f"; runs as {d.effective_user}"
     else:
         message = d.message or d.reason.value

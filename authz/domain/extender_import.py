@@ -84,8 +84,9 @@ def _item(
     policy: IssuePolicy | None,
 ) -> ImportItem:
     problems: list[str] = []
-    label = raw.get("label") if isinstance(raw.get("label"), str) else ""
-    user = raw.get("user") if isinstance(raw.get("user"), str) else ""
+    label_raw, user_raw = raw.get("label"), raw.get("user")
+    label: str = label_raw if isinstance(label_raw, str) else ""
+    user: str = user_raw if isinstance(user_raw, str) else ""
     secret = raw.get("token")
     if not isinstance(secret, str) or not secret:
         problems.append("no token secret (exported in Extender's secure mode?)")

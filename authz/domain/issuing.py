@@ -6,13 +6,12 @@ Shared by the CLI and the admin API; the only impure step is drawing the id and 
 from __future__ import annotations
 
 import math
-import secrets as _random
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from authz.domain import limits as limits_mod
-from authz.domain import network
-from authz.domain import secrets as secret_fmt
+from authz.domain import network, token_format
 from authz.domain.model import Token
 
 MAX_LABEL = 200
@@ -51,7 +50,8 @@ class TokenRequest:
 
 @dataclass(frozen=True)
 class IssuePolicy:
-    """``policy`` config as plain data; every refusal names its key."""
+    """``policy`` config as plain data (built by ``authz.policies``); every refusal names its
+    key."""
 
     max_lifetime_days: float = 0.0
     require_expiry: bool = False
@@ -59,12 +59,6 @@ class IssuePolicy:
     allow_unbound: bool = False
     allow_unrestricted: bool = True
     refuse_limit_warnings: bool = False
-
-    @classmethod
-    def from_config(cls, policy: object) -> IssuePolicy:
-        names = ("max_lifetime_days", "require_expiry", "max_active_tokens_per_user",
-                 "allow_unbound", "allow_unrestricted", "refuse_limit_warnings")
-        return cls(**{n: getattr(policy, n) for n in names})
 
 
 UNBOUND_WARNING = ("warning: this token is unbound: ANY Jira login may use it and the request "
@@ -118,7 +112,7 @@ def limits_problems(lines: Sequence[str], policy: IssuePolicy) -> list[str]:
 
 def new_token_id() -> str:
     """Short, public, non-secret: 12 hex characters."""
-    return _random.token_hex(6)
+    return secrets.token_hex(6)
 
 
 def _user_problem(what: str, value: str) -> str | None:
@@ -172,7 +166,7 @@ def validate_request(
         limits_mod.validate(list(req.limits))
     except limits_mod.InvalidLimits as e:
         problems += [f"limit line {n}: {r}" for n, r in e.errors]
-    if req.secret is not None and (p := secret_fmt.check_importable(req.secret)):
+    if req.secret is not None and (p := token_format.check_importable(req.secret)):
         problems.append(p)
     return problems
 
@@ -188,10 +182,10 @@ def issue(
     )
     if problems:
         raise InvalidToken(problems)
-    secret = req.secret if req.secret is not None else secret_fmt.generate_secret()
+    secret = req.secret if req.secret is not None else token_format.generate_secret()
     token = Token(
         id=new_token_id(),
-        secret_hash=secret_fmt.hash_secret(secret),
+        secret_hash=token_format.hash_secret(secret),
         label=req.label,
         user=req.user,
         logins=tuple(dict.fromkeys(req.logins)),

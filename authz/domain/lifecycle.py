@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from authz.domain.logins import same_user
+
 if TYPE_CHECKING:  # model imports this module; the type is only needed for hints
     from authz.domain.model import Token
 
@@ -111,7 +113,7 @@ class TokenFilter:
         return out
 
     def matches(self, token: Token, now: float) -> bool:
-        if self.user and (token.user or "").casefold() != self.user.casefold():
+        if self.user and (token.user is None or not same_user(token.user, self.user)):
             return False
         if self.label and self.label.casefold() not in token.label.casefold():
             return False

@@ -120,6 +120,22 @@ class Reason(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
+STATUS: Mapping[Reason, int] = MappingProxyType({
+    Reason.OK: 200, Reason.NOT_A_TOKEN: 200, Reason.NO_CREDENTIALS: 200,
+    Reason.UNAUTHENTICATED_DENIED: 401, Reason.MALFORMED_CREDENTIALS: 401,
+    Reason.SCHEME_NOT_ALLOWED: 401, Reason.MALFORMED_TOKEN: 401, Reason.UNKNOWN_TOKEN: 401,
+    Reason.REVOKED: 401, Reason.EXPIRED: 401, Reason.WRONG_USER: 401,
+    Reason.BEARER_UNBOUND: 401, Reason.UNBOUND_WITH_SERVICE_CREDENTIAL: 401,
+    Reason.IP_NOT_ALLOWED: 403, Reason.UNSUPPORTED_PATH: 403,
+    Reason.NO_LIMIT_MATCHED: 403, Reason.ON_BEHALF_NOT_ALLOWED: 403,
+    Reason.NON_NORMAL_PATH: 400, Reason.NON_CANONICAL_METHOD: 400, Reason.INVALID_HOST: 400,
+    Reason.INVALID_SCHEME: 400, Reason.METHOD_OVERRIDE: 400,
+    Reason.STORE_UNAVAILABLE: 503, Reason.AUDIT_UNAVAILABLE: 503, Reason.INTERNAL_ERROR: 503,
+})
+"""The one HTTP status each reason is answered with (docs/product.md §6): 401 for who you are,
+403 for what you may do, 400 for a request that cannot be judged, 503 for "try again"."""
+
+
 class Decision(NamedTuple):
     """The verdict plus everything the response builder and the audit event need.
 
@@ -142,5 +158,11 @@ class Decision(NamedTuple):
     """The client address the IP rule used; '' when the decision came before that rule."""
 
     @property
-    def allowed(self) -> bool:
+    def forwarded(self) -> bool:
+        """Envoy lets the request through: ALLOW (a token call) or PASS (not one)."""
         return self.outcome is not Outcome.DENY
+
+
+def deny(reason: Reason, message: str, **kw: object) -> Decision:
+    """A DENY answered with the status ``STATUS`` gives its reason (the only way one is made)."""
+    return Decision(Outcome.DENY, reason, STATUS[reason], message, **kw)  # type: ignore[arg-type]

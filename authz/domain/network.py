@@ -75,3 +75,21 @@ def ip_allowed(ip: str, cidrs: tuple[str, ...]) -> bool:
     if addr is None:
         return False
     return any(addr.version == n.version and addr in n for n in _networks(cidrs))
+
+
+def parse_hostport(value: str) -> tuple[str, int] | None:
+    """``host:port`` -> (host, port), the one reading of every listen address, Sentinel and
+    admin URL; None when malformed. The last ':' splits (an IPv6 host keeps its colons); the
+    port is ASCII digits up to 65535 (``str.isdigit`` alone also takes other scripts' digits)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        return None
+    return host, int(port)
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    """``parse_hostport`` of a value configuration validation already accepted."""
+    got = parse_hostport(value)
+    if got is None:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return got

@@ -105,7 +105,7 @@ def _checked_reason(path: str) -> str | None:
     return None
 
 
-def has_prefix(path: str, prefixes: tuple[str, ...]) -> bool:
+def is_under_prefix(path: str, prefixes: tuple[str, ...]) -> bool:
     """Whether a (normal-form) path is under one of the token-authenticated prefixes."""
     return path.startswith(prefixes)
 

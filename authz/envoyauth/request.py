@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import cast
 
 from envoy.service.auth.v3 import external_auth_pb2
 
@@ -33,7 +34,7 @@ def _headers(http: external_auth_pb2.AttributeContext.HttpRequest) -> Mapping[st
         # costs more than the rest of the translation); anything else is lower-cased here.
         names = "".join(headers)
         if names == names.lower():
-            return headers
+            return cast(Mapping[str, str], headers)  # protobuf's map: untyped
         return {k.lower(): v for k, v in headers.items()}
     # encode_raw_headers: one entry per occurrence, bytes; join repeats like Envoy does.
     out: dict[str, str] = {}

@@ -19,7 +19,7 @@ import yaml
 SIDECAR = "sidecar.yaml"
 GATEWAY = "gateway.yaml"
 CONSOLE_CLUSTER = "jira_authz_console"
-"""The web console's cluster (SPEC §11), routed under its path prefix on Jira's host."""
+"""The web console's cluster (docs/product.md §11), routed under its path prefix on Jira's host."""
 
 # Fields that only make sense for DNS-resolved clusters; dropped when a cluster becomes STATIC.
 _DNS_FIELDS = (

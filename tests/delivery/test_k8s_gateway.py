@@ -127,7 +127,7 @@ def test_hcm_security_settings_match_deploy_envoy(both: tuple[dict, dict]) -> No
         if key in ("access_log", "route_config", "http_filters"):
             continue
         assert chart.get(key) == value, key
-    # The settings the URL limits rely on (ENVOY-NOTES, SPEC §6), spelt out.
+    # The settings the URL limits rely on (ENVOY-NOTES, docs/product.md §6), spelt out.
     assert chart["normalize_path"] is True and chart["merge_slashes"] is True
     assert chart["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
     assert chart["common_http_protocol_options"]["headers_with_underscores_action"] == (

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from authz.domain import secrets
+from authz.domain import token_format
 from authz.stack.local import LocalStack
 
 pytestmark = pytest.mark.e2e
@@ -104,7 +104,7 @@ def test_libraries_show_the_reason_of_a_503(fault_stack: LocalStack) -> None:
     from requests import HTTPError
 
     fault_stack.stop_redis()
-    unknown = secrets.generate_secret()  # well-formed, never cached: needs the store
+    unknown = token_format.generate_secret()  # well-formed, never cached: needs the store
     e = _jira_error(lambda: jira.JIRA(fault_stack.envoy_url, basic_auth=("alice", unknown)))
     assert e.status_code == 503 and "unavailable" in e.text
     with pytest.raises(HTTPError) as he:

@@ -12,9 +12,9 @@ import json
 import re
 import time
 from typing import Any
-from urllib.parse import unquote
 
 import pytest
+from oracles import tomcat_view
 
 from authz.stack.local import LocalStack
 
@@ -284,20 +284,6 @@ def test_limits_by_method(stack: LocalStack, api: Any) -> None:
 
 
 # --- path tricks against a URL limit ----------------------------------------------------------
-
-
-def tomcat_view(path: str) -> str:
-    """The path as Tomcat resolves it: `;params` stripped per segment, %-decoded, dot segments
-    resolved. If this still matches the limit, Jira serves an allowed resource."""
-    out: list[str] = []
-    for seg in path.split("/")[1:]:
-        seg = unquote(seg.split(";", 1)[0])
-        if seg == "..":
-            if out:
-                out.pop()
-        elif seg != ".":
-            out.append(seg)
-    return "/" + "/".join(out)
 
 
 BYPASSES = [

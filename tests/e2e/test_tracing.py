@@ -1,6 +1,6 @@
 """Tracing through a real Envoy: the span jira-authz exports for a Check belongs to the trace
-the client started and Envoy continued (SPEC §9). Envoy and jira-authz both export over OTLP to
-a collector run by the test."""
+the client started and Envoy continued (product.md §9). Envoy and jira-authz both export over
+OTLP to a collector run by the test."""
 
 from __future__ import annotations
 

@@ -26,7 +26,6 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import redis
 
@@ -40,8 +39,9 @@ from authz.stack.processes import StackError, find_envoy, find_redis_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from envoy_http import HOST, Reply, basic, read_reply, send, send_raw
+from oracles import tomcat_view
 
-__all__ = ["HOST", "Reply", "basic", "send", "send_raw"]
+__all__ = ["HOST", "Reply", "basic", "send", "send_raw", "tomcat_view"]
 FULL = os.environ.get("JIRA_AUTHZ_HARDENING_FULL", "") not in ("", "0", "false", "no")
 """Long versions: more examples, more fuzz runs, longer load and fault runs."""
 
@@ -796,18 +796,3 @@ class DelayProxy:
         self._thread.join(5)
         assert not self._thread.is_alive(), "delay proxy thread did not stop"
         self._loop.close()
-
-
-def tomcat_view(path: str) -> str:
-    """The path Tomcat serves: `;params` cut per segment, %-decoded, dot segments resolved.
-
-    The oracle for "did a request reach Jira on a path its limit allows"."""
-    out: list[str] = []
-    for seg in path.split("/")[1:]:
-        seg = unquote(seg.split(";", 1)[0], errors="replace")
-        if seg == "..":
-            if out:
-                out.pop()
-        elif seg != ".":
-            out.append(seg)
-    return "/" + "/".join(out)

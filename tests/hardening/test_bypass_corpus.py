@@ -29,7 +29,7 @@ from hardening_support import (
     tomcat_view,
 )
 
-from authz.domain import secrets as secret_fmt
+from authz.domain import token_format
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import h2c
@@ -43,7 +43,7 @@ PASSWORD = "Jira-Password-0815!"
 
 def _variant(secret: str, kind: str) -> str:
     """One-character and format variants of a secret (see the YAML header)."""
-    body = len(secret_fmt.PREFIX)
+    body = len(token_format.PREFIX)
     swap = {"A": "B", "B": "A"}
     if kind == "last":
         return secret[:-1] + ("A" if secret[-1] != "A" else "B")
@@ -60,7 +60,7 @@ def _variant(secret: str, kind: str) -> str:
     if kind == "noprefix":
         return secret[body:]
     if kind == "upperprefix":
-        return secret_fmt.PREFIX.upper() + secret[body:]
+        return token_format.PREFIX.upper() + secret[body:]
     if kind == "lead":
         return " " + secret
     if kind == "trail":
@@ -74,11 +74,11 @@ def _variant(secret: str, kind: str) -> str:
 
 def _forged() -> str:
     """A well-formed secret (right checksum) that was never issued."""
-    return secret_fmt.generate_secret()
+    return token_format.generate_secret()
 
 
 def _bad_checksum() -> str:
-    s = secret_fmt.generate_secret()
+    s = token_format.generate_secret()
     return s[:-6] + ("000000" if s[-6:] != "000000" else "111111")
 
 

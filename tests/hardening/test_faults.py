@@ -36,7 +36,7 @@ from hardening_support import (
     wait_for,
 )
 
-from authz.domain import secrets as secret_fmt
+from authz.domain import token_format
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from redis_server import RedisServer
@@ -98,7 +98,7 @@ def make_pools(stack: LocalStack, ops: TokenOps, *, warm: int = 3,
         p.cold.append((t.id, s))
     t, s = ops.create(user="alice", label="fault revoked")
     p.revoked.append((t.id, s))
-    p.unknown = [secret_fmt.generate_secret() for _ in range(2)]
+    p.unknown = [token_format.generate_secret() for _ in range(2)]
     LEDGER.add(*p.unknown)
     for _, s in p.warm + p.revoked:  # into the server's cache
         r = send(stack.envoy_port, MYSELF, [("Authorization", basic("alice", s))])
@@ -297,7 +297,7 @@ def test_pubsub_killed_revocation_still_honoured(private_stack: Any, ops_for: An
     record_traffic(t)
     assert not never_wrongly_allowed(t.sent, uncached_window=None)
     FIGURES.note("pub/sub killed: revocation visible after (s, max)", round(max(delays), 3))
-    assert max(delays) < 1.0, delays  # SPEC §2: every replica within 1 s
+    assert max(delays) < 1.0, delays  # docs/product.md §2: every replica within 1 s
     check_audit(stack, t)
 
 

@@ -1,7 +1,7 @@
 """A bounded load run through Envoy at a steady rate while tokens are created, edited, revoked.
 
 Afterwards: the audit stream holds exactly one event per token call in Envoy's access log, no
-revoked token was allowed once its revocation had taken effect (SPEC §2: 1 s), no request to a
+revoked token was allowed once its revocation had taken effect (product.md §2: 1 s), no request to a
 path an edit had removed was allowed after the edit took effect, and the server's memory is
 reported (and bounded) from start to end.
 
@@ -36,7 +36,7 @@ from hardening_support import (
     rss_kib,
 )
 
-from authz.domain import secrets as secret_fmt
+from authz.domain import token_format
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +44,7 @@ PATH_A = "/rest/api/2/issue/LOAD-A"
 PATH_B = "/rest/api/2/issue/LOAD-B"
 LIMITS = {PATH_A: (f".*{PATH_A}.*",), PATH_B: (f".*{PATH_B}.*",)}
 EFFECT = 1.0
-"""SPEC §2: a change is in force on every replica within 1 s."""
+"""docs/product.md §2: a change is in force on every replica within 1 s."""
 
 
 @dataclass
@@ -82,7 +82,7 @@ class Workload:
         self.active: list[str] = []
         self.revoked: list[str] = []
         self.changes: Counter[str] = Counter()
-        self.unknown = [secret_fmt.generate_secret() for _ in range(3)]
+        self.unknown = [token_format.generate_secret() for _ in range(3)]
         LEDGER.add(*self.unknown)
         for _ in range(initial):
             self.create()

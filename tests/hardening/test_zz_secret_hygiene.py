@@ -1,5 +1,5 @@
 """Secret hygiene, last (hence the file name): after the corpus, the faults and the load run,
-no secret the suites used is anywhere it must not be (SPEC §2, §7, §9).
+no secret the suites used is anywhere it must not be (docs/product.md §2, §7, §9).
 
 Scanned: every Redis key and value (token records, secret index, audit stream), the server's
 log (JSON, with its access log on), Envoy's log, /metrics, and every span exported to a local
@@ -28,7 +28,7 @@ from hardening_support import (
     wait_for,
 )
 
-from authz.domain import secrets as secret_fmt
+from authz.domain import token_format
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +37,7 @@ MYSELF = "/rest/api/2/myself"
 
 def test_scanner_finds_planted_secrets() -> None:
     """The scan is only as good as its search: it must find a secret in every form."""
-    s = secret_fmt.generate_secret()
+    s = token_format.generate_secret()
     other = "Jira-Password-0815!"
     forms = {
         "verbatim": f"x {s} y",
@@ -51,7 +51,7 @@ def test_scanner_finds_planted_secrets() -> None:
     }
     for name, text in forms.items():
         assert find_secrets(text, {s, other}), name
-    assert not find_secrets(secret_fmt.hash_secret(s) + " " + s[:30], {s, other})
+    assert not find_secrets(token_format.hash_secret(s) + " " + s[:30], {s, other})
 
 
 def _leak_prone_requests(stack: LocalStack, ops: TokenOps) -> None:

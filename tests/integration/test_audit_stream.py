@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 from redis_server import RedisServer, client_for, wait_for
 
+from authz.adapters.audit_reader import AuditReader
 from authz.adapters.audit_stream import AuditStream
 from authz.config import AuditConfig
 from authz.domain.audit_event import AuditRecord, build_event
@@ -360,7 +361,7 @@ def test_query_filters_by_token_user_time_and_decision(private_redis: RedisServe
             )
             audit.emit(build_event(_http(i), dec, now=t0 + 60 * minute, include_query=False))
         await audit.close(timeout=5)
-        q = audit.query
+        q = AuditReader(client, STREAM).query
 
         def rids(recs: list[AuditRecord]) -> list[str]:
             return [r.request_id for r in recs]
@@ -399,7 +400,7 @@ def test_query_works_with_a_bytes_client(private_redis: RedisServer) -> None:
         audit = AuditStream(client, AuditConfig(stream=STREAM))
         audit.emit(_ev(1, "tokQ"))
         await audit.close(timeout=5)
-        recs = await audit.query(token_id="tokQ")
+        recs = await AuditReader(client, STREAM).query(token_id="tokQ")
         assert [r.request_id for r in recs] == ["1"]
         await client.aclose()
 

@@ -1,4 +1,4 @@
-"""Operations (SPEC §9): metrics move, readiness follows Redis, SIGTERM drains, spans continue
+"""Operations (product.md §9): metrics move, readiness follows Redis, SIGTERM drains, spans continue
 Envoy's trace, and no secret reaches logs, metrics or spans."""
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis_server import RedisServer, new_token, open_store
 
+from authz.adapters import invalidation
+from authz.adapters.invalidation import parse as parse_invalidation
 from authz.adapters.redis_conn import create_client, redacted_url
 from authz.adapters.redis_store import (
     CorruptRecord,
@@ -23,11 +25,10 @@ from authz.adapters.redis_store import (
     TokenNotFound,
     decode_token,
     encode_token,
-    parse_invalidation,
 )
 from authz.config import RedisConfig
 from authz.domain.model import Token
-from authz.domain.secrets import hash_secret
+from authz.domain.token_format import hash_secret
 
 pytestmark = pytest.mark.integration
 
@@ -418,3 +419,28 @@ def test_parse_invalidation_is_defensive() -> None:
     assert inv and inv.ts is None and inv.revoked_at is None
     inv = parse_invalidation(json.dumps({"op": "revoke", "id": "a", "hash": "b", "ts": 2}))
     assert inv and inv.ts == 2.0
+
+
+@pytest.mark.parametrize("token_id", ["p", 'q"uote\\back', "ünï-😀", "a\u2028b", ""])
+async def test_invalidation_round_trips_through_both_encoders(redis_url: str,
+                                                              token_id: str) -> None:
+    """The Lua encoder (run by a real Redis) and the Python one give what the parser reads."""
+    client = Redis.from_url(redis_url)
+    run = client.register_script(
+        invalidation.LUA_ENCODER
+        + "return invalidation(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])")
+    ts = 1_700_000_000.123456
+    h = hash_secret(token_id + "x")
+    try:
+        for op in sorted(invalidation.OPS):
+            from_lua = invalidation.parse(await run(args=[op, token_id, h, repr(ts)]))
+            from_py = invalidation.parse(invalidation.encode(op, token_id, h, ts=ts))
+            assert from_lua == from_py == invalidation.Invalidation(op, token_id, h, ts)
+        revoked = await client.eval(
+            invalidation.LUA_ENCODER
+            + "return invalidation('revoke', ARGV[1], ARGV[2], ARGV[3], ARGV[4])",
+            0, token_id, h, repr(ts), "1700000005.5")
+        assert invalidation.parse(revoked) == invalidation.Invalidation(
+            "revoke", token_id, h, ts, 1_700_000_005.5)
+    finally:
+        await client.aclose()

@@ -24,7 +24,7 @@ from authz.adapters.redis_store import CorruptRecord, RedisTokenStore, StoreUnav
 from authz.adapters.token_cache import TokenCache
 from authz.config import CacheConfig
 from authz.domain.model import Token
-from authz.domain.secrets import hash_secret
+from authz.domain.token_format import hash_secret
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""build_event / parse_event: the audit event holds exactly the SPEC §7 fields and no secret."""
+"""build_event / parse_event: the audit event holds exactly the product.md §7 fields, no
+secret."""
 
 from __future__ import annotations
 
@@ -325,3 +326,28 @@ def test_budget_counts_ipv6_clients_per_64() -> None:
     assert sum(got) == 3  # one /64, one budget
     assert b.admit("2001:db8:1:3::1", "r", 1.0)[0]  # another /64
     assert list(b.by_client) == ["2001:db8:1:2::/64", "2001:db8:1:3::/64"]
+
+
+# --- one schema (issue 14): the writer's maps, the reader's record and admin events agree ----
+
+
+def test_record_fields_are_the_schema() -> None:
+    import dataclasses
+
+    from authz.domain import audit_event as ae
+
+    names = {f.name for f in dataclasses.fields(ae.AuditRecord)} - {"id", "extra"}
+    assert names == set(ae.EVENT_FIELDS) | set(ae.OPTIONAL_FIELDS)
+
+
+def test_admin_event_is_read_back_with_its_own_fields_in_extra() -> None:
+    from authz.domain import audit_event as ae
+
+    ev = ae.admin_event(now=1_700_000_000.5, action="revoke", actor="cli:root",
+                        token_id="tok1", details={"label": "ci", "user": "maß"})
+    assert tuple(ev) == ae.ADMIN_FIELDS and all(isinstance(v, str) for v in ev.values())
+    rec = ae.parse_event({k.encode(): v.encode() for k, v in ev.items()}, b"1700000000500-0")
+    assert rec.token_id == "tok1" and rec.time == "2023-11-14T22:13:20.500Z"
+    assert dict(rec.extra) == {"kind": "admin", "action": "revoke", "actor": "cli:root",
+                               "details": '{"label": "ci", "user": "maß"}'}
+    assert rec.timestamp == 1_700_000_000.5

@@ -14,7 +14,7 @@ import pytest
 from authz.cli import store
 from authz.cli.main import build_parser, main
 from authz.config import ENV_PREFIX
-from authz.domain import secrets
+from authz.domain import token_format
 from authz.domain.model import Token
 from authz.stack import state as stack_state
 
@@ -177,7 +177,7 @@ from authz.cli import render  # noqa: E402
 
 
 def token(*limits: str, user: str | None = "alice") -> Token:
-    return Token(id="t", secret_hash=secrets.hash_secret("x"), user=user, limits=limits)
+    return Token(id="t", secret_hash=token_format.hash_secret("x"), user=user, limits=limits)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Configuration (SPEC §9): YAML + JIRA_AUTHZ_* overrides; every error names the key."""
+"""Configuration (docs/product.md §9): YAML + JIRA_AUTHZ_* overrides; every error names the key."""
 
 from __future__ import annotations
 

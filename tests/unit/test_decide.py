@@ -1,4 +1,4 @@
-"""screen + judge (SPEC §2-§6): every Reason, its status, and the order of the checks."""
+"""screen + judge (docs/product.md §2-§6): every Reason, its status, and the order of the checks."""
 
 from __future__ import annotations
 
@@ -10,19 +10,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authz.config import load_config
-from authz.domain import secrets
+from authz.domain import token_format
 from authz.domain.credentials import Credentials
 from authz.domain.decide import Policy, judge, not_a_token, screen
-from authz.domain.model import Decision, HttpRequest, Outcome, Reason, Token
+from authz.domain.model import STATUS, Decision, HttpRequest, Outcome, Reason, Token
+from authz.policies import decision_policy
 
 NOW = 1_700_000_000.0
-SECRET = secrets.generate_secret()
-OTHER_SECRET = secrets.generate_secret()
+SECRET = token_format.generate_secret()
+OTHER_SECRET = token_format.generate_secret()
 BAD_CHECKSUM = SECRET[:-1] + ("A" if SECRET[-1] != "A" else "B")
 PASSWORD = "correct horse battery staple"
-TOKEN = Token(id="t1", secret_hash=secrets.hash_secret(SECRET), label="ci", user="alice",
+TOKEN = Token(id="t1", secret_hash=token_format.hash_secret(SECRET), label="ci", user="alice",
               created_at=NOW - 100)
-UNBOUND = Token(id="t2", secret_hash=secrets.hash_secret(SECRET), label="shared")
+UNBOUND = Token(id="t2", secret_hash=token_format.hash_secret(SECRET), label="shared")
 
 
 def basic(login: str, secret: str) -> str:
@@ -58,7 +59,7 @@ def decide(
     if isinstance(first, Decision):
         return first
     assert isinstance(first, Credentials)
-    found = token if token is not None and secrets.hash_secret(
+    found = token if token is not None and token_format.hash_secret(
         first.secret) == token.secret_hash else None
     return judge(r, first, found, policy, now)
 
@@ -71,7 +72,7 @@ def assert_deny(d: Decision, reason: Reason, status: int) -> None:
     assert d.outcome is Outcome.DENY, d
     assert d.reason is reason, d
     assert d.status == status
-    assert not d.allowed
+    assert not d.forwarded
     assert d.message
     assert SECRET not in d.message and PASSWORD not in d.message
 
@@ -84,7 +85,7 @@ def test_basic_bound_token_allowed() -> None:
     assert d.outcome is Outcome.ALLOW
     assert d.reason is Reason.OK
     assert d.status == 200
-    assert d.allowed
+    assert d.forwarded
     assert d.token is TOKEN
     assert d.login == "alice"
     assert d.effective_user == "alice"
@@ -145,7 +146,7 @@ def test_bearer_unbound_token_refused() -> None:
 
 def test_imported_unprefixed_secret_works() -> None:
     imported = "extender-plain-random-string-0123456789"
-    t = tok(secret_hash=secrets.hash_secret(imported))
+    t = tok(secret_hash=token_format.hash_secret(imported))
     assert decide(req(basic("alice", imported)), t).outcome is Outcome.ALLOW
     assert decide(req(f"Bearer {imported}"), t).outcome is Outcome.ALLOW
 
@@ -158,7 +159,7 @@ def test_no_credentials_passes() -> None:
     assert d.outcome is Outcome.PASS
     assert d.reason is Reason.NO_CREDENTIALS
     assert d.status == 200
-    assert d.allowed
+    assert d.forwarded
     assert not d.token_like
 
 
@@ -234,7 +235,7 @@ def test_malformed_with_token_secret_is_token_like() -> None:
 
 def test_oversized_header_uses_policy_limit() -> None:
     value = basic("alice", SECRET)
-    assert decide(req(value), policy=Policy(max_header_bytes=len(value))).allowed
+    assert decide(req(value), policy=Policy(max_header_bytes=len(value))).forwarded
     d = decide(req(value), policy=Policy(max_header_bytes=len(value) - 1))
     assert_deny(d, Reason.MALFORMED_CREDENTIALS, 401)
 
@@ -333,7 +334,7 @@ def test_expiry_boundary() -> None:
 
 def test_ip_allowed_and_refused() -> None:
     t = tok(ips=("10.0.0.0/24",))
-    assert decide(req(basic("alice", SECRET), source_ip="10.0.0.9"), t).allowed
+    assert decide(req(basic("alice", SECRET), source_ip="10.0.0.9"), t).forwarded
     d = decide(req(basic("alice", SECRET), source_ip="10.0.1.9"), t)
     assert_deny(d, Reason.IP_NOT_ALLOWED, 403)
     assert d.effective_user == "alice"
@@ -345,7 +346,7 @@ def test_ip_from_trusted_xff_hop() -> None:
     # Envoy appended its peer (the balancer, 10.0.0.1) after the balancer's entry.
     r = req(basic("alice", SECRET), source_ip="10.0.0.1",
             x_forwarded_for="203.0.113.5, 10.0.0.1")
-    assert decide(r, t, policy).allowed
+    assert decide(r, t, policy).forwarded
     # Not trusted by default: the socket address (the load balancer) is judged.
     assert_deny(decide(r, t), Reason.IP_NOT_ALLOWED, 403)
     # Spoofed leftmost entry does not help.
@@ -363,12 +364,12 @@ def test_xff_shorter_than_hops_falls_back_to_socket() -> None:
     r = req(basic("alice", SECRET), source_ip="10.0.0.1", x_forwarded_for="203.0.113.5")
     assert_deny(decide(r, t, Policy(xff_trusted_hops=2)), Reason.IP_NOT_ALLOWED, 403)
     t2 = tok(ips=("10.0.0.1",))
-    assert decide(r, t2, Policy(xff_trusted_hops=2)).allowed
+    assert decide(r, t2, Policy(xff_trusted_hops=2)).forwarded
 
 
 def test_ipv4_mapped_socket_address() -> None:
     t = tok(ips=("10.0.0.0/8",))
-    assert decide(req(basic("alice", SECRET), source_ip="::ffff:10.1.1.1"), t).allowed
+    assert decide(req(basic("alice", SECRET), source_ip="::ffff:10.1.1.1"), t).forwarded
 
 
 # --- path --------------------------------------------------------------------------------------
@@ -395,10 +396,10 @@ def test_token_outside_supported_prefixes(path: str) -> None:
 
 def test_context_path_prefixes() -> None:
     cfg = load_config(environ={"JIRA_AUTHZ_AUTH_CONTEXT_PATH": "/jira"})
-    policy = Policy.from_config(cfg)
+    policy = decision_policy(cfg)
     assert policy.token_prefixes == ("/jira/rest/",)
     assert decide(req(basic("alice", SECRET), path="/jira/rest/api/2/issue/A-1"),
-                  policy=policy).allowed
+                  policy=policy).forwarded
     assert_deny(decide(req(basic("alice", SECRET), path="/rest/api/2/issue/A-1"), policy=policy),
                 Reason.UNSUPPORTED_PATH, 403)
 
@@ -407,7 +408,7 @@ def test_limits_see_context_path_in_url() -> None:
     policy = Policy(token_prefixes=("/jira/rest/",))
     t = tok(limits=(".*/jira/rest/api/2/issue/.*",))
     assert decide(req(basic("alice", SECRET), path="/jira/rest/api/2/issue/A-1"), t,
-                  policy).allowed
+                  policy).forwarded
 
 
 # --- limits ------------------------------------------------------------------------------------
@@ -440,7 +441,7 @@ def test_json_limit_uses_body() -> None:
     t = tok(limits=("[post].*/rest/api/2/issue[JsonData::fields.project.key==SCRUM]",))
     ok = req(basic("alice", SECRET), method="POST", path="/rest/api/2/issue",
              body=b'{"fields": {"project": {"key": "SCRUM"}}}')
-    assert decide(ok, t).allowed
+    assert decide(ok, t).forwarded
     bad = ok._replace(body=b'{"fields": {"project": {"key": "X"}}}')
     assert_deny(decide(bad, t), Reason.NO_LIMIT_MATCHED, 403)
     trunc = ok._replace(body_truncated=True)
@@ -597,7 +598,7 @@ def test_policy_from_config() -> None:
         "JIRA_AUTHZ_AUTH_PATH_PREFIXES": "/rest/,/plugins/servlet/",
         "JIRA_AUTHZ_AUTH_CONTEXT_PATH": "/jira/",
     })
-    p = Policy.from_config(cfg)
+    p = decision_policy(cfg)
     assert p == Policy(
         schemes=frozenset({"bearer"}),
         deny_unauthenticated=True,
@@ -609,7 +610,7 @@ def test_policy_from_config() -> None:
 
 
 def test_policy_defaults_match_config_defaults() -> None:
-    assert Policy.from_config(load_config(environ={})) == Policy()
+    assert decision_policy(load_config(environ={})) == Policy()
 
 
 # --- properties --------------------------------------------------------------------------------
@@ -636,15 +637,18 @@ def test_decision_status_matches_reason(secret: str, login: str, bearer: bool,
                                         deny: bool) -> None:
     auth = f"Bearer {secret.replace(' ', '')}" if bearer else basic(login, secret)
     d = decide(req(auth), policy=Policy(deny_unauthenticated=deny))
-    statuses = {
-        Reason.OK: 200, Reason.NOT_A_TOKEN: 200, Reason.NO_CREDENTIALS: 200,
-        Reason.UNAUTHENTICATED_DENIED: 401, Reason.MALFORMED_CREDENTIALS: 401,
-        Reason.MALFORMED_TOKEN: 401, Reason.UNKNOWN_TOKEN: 401, Reason.WRONG_USER: 401,
-        Reason.BEARER_UNBOUND: 401,
-    }
-    assert d.status == statuses[d.reason]
+    assert d.status == STATUS[d.reason]
     if secret == SECRET and (bearer or login != "bob"):
         assert d.outcome is Outcome.ALLOW
+
+
+def test_status_table_covers_every_reason() -> None:
+    """One table answers every reason; only the pass-through and allow reasons answer 200."""
+    assert set(STATUS) == set(Reason)
+    assert set(STATUS.values()) == {200, 400, 401, 403, 503}
+    assert {r for r, s in STATUS.items() if s == 200} == {
+        Reason.OK, Reason.NOT_A_TOKEN, Reason.NO_CREDENTIALS}
+    assert STATUS[Reason.STORE_UNAVAILABLE] == STATUS[Reason.AUDIT_UNAVAILABLE] == 503
 
 
 # --- issue 13: what is judged is what Jira acts on -------------------------------------------
@@ -658,7 +662,7 @@ def test_non_canonical_method_refused(method: str) -> None:
 
 def test_lowercase_method_never_satisfies_a_method_line() -> None:
     t = tok(limits=("[post].*/rest/api/2/issue/.*",))
-    assert decide(req(basic("alice", SECRET), method="POST"), t).allowed
+    assert decide(req(basic("alice", SECRET), method="POST"), t).forwarded
     assert_deny(decide(req(basic("alice", SECRET), method="post"), t),
                 Reason.NON_CANONICAL_METHOD, 400)
 
@@ -693,16 +697,16 @@ def test_method_override_refused_on_token_calls(header: str) -> None:
 def test_unbound_token_refused_under_service_credential() -> None:
     unbound = tok(user=None)
     r = req(basic("whoever", SECRET))
-    assert decide(r, unbound).allowed
+    assert decide(r, unbound).forwarded
     policy = Policy(service_credential=True)
     assert_deny(decide(r, unbound, policy), Reason.UNBOUND_WITH_SERVICE_CREDENTIAL, 401)
-    assert decide(req(basic("alice", SECRET)), tok(), policy).allowed  # bound: unaffected
+    assert decide(req(basic("alice", SECRET)), tok(), policy).forwarded  # bound: unaffected
     allowed = Policy(service_credential=True, allow_unbound_with_service_credential=True)
-    assert decide(r, unbound, allowed).allowed
+    assert decide(r, unbound, allowed).forwarded
 
 
 def test_service_credential_policy_from_config(tmp_path: object) -> None:
     cfg = load_config(environ={"JIRA_AUTHZ_IDENTITY_UPSTREAM_AUTHORIZATION_FILE": "/x"})
-    p = Policy.from_config(cfg)
+    p = decision_policy(cfg)
     assert p.service_credential and not p.allow_unbound_with_service_credential
-    assert not Policy.from_config(load_config(environ={})).service_credential
+    assert not decision_policy(load_config(environ={})).service_credential

@@ -1,4 +1,5 @@
-"""Envoy translation (ENVOY-NOTES, SPEC §5-§6): CheckRequest → HttpRequest, Decision → response."""
+"""Envoy translation (ENVOY-NOTES, product.md §5-§6): CheckRequest → HttpRequest, Decision →
+response."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from google.rpc import code_pb2
 
-from authz.domain import secrets
+from authz.domain import token_format
 from authz.domain.decide import Policy, judge, screen
 from authz.domain.model import Decision, HttpRequest, Outcome, Reason, Token
 from authz.envoyauth.request import to_http_request, trace_id_from_metadata
 from authz.envoyauth.response import ResponseBuilder
 
-SECRET = secrets.generate_secret()
+SECRET = token_format.generate_secret()
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 Ctx = attribute_context_pb2.AttributeContext
@@ -197,7 +198,7 @@ def test_ipv6_source() -> None:
 
 # --- Decision → CheckResponse -----------------------------------------------------------------
 
-TOKEN = Token(id="t1", secret_hash=secrets.hash_secret(SECRET), user="alice")
+TOKEN = Token(id="t1", secret_hash=token_format.hash_secret(SECRET), user="alice")
 ALLOW = Decision(Outcome.ALLOW, Reason.OK, 200, "", TOKEN, "alice", "bob", "", True)
 PASS = Decision(Outcome.PASS, Reason.NO_CREDENTIALS, 200, "no token credentials")
 

@@ -1,4 +1,4 @@
-"""Creating a token (SPEC §2, §4): every field validated up front; only the hash is kept."""
+"""Creating a token (product.md §2, §4): every field validated up front; only the hash is kept."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from authz.domain import secrets
+from authz.domain import token_format
 from authz.domain.issuing import (
     DAY,
     MAX_LABEL,
@@ -50,8 +50,8 @@ def test_generated_secret_token() -> None:
     )
     token, secret = issue(req, now=NOW, max_lifetime_days=30)
     assert isinstance(token, Token)
-    assert secrets.is_well_formed(secret)
-    assert token.secret_hash == secrets.hash_secret(secret)
+    assert token_format.is_well_formed(secret)
+    assert token.secret_hash == token_format.hash_secret(secret)
     assert re.fullmatch(r"[0-9a-f]{64}", token.secret_hash)
     assert re.fullmatch(r"[0-9a-f]{12}", token.id)
     assert token.label == "ci bot"
@@ -96,14 +96,14 @@ def test_imported_secret_kept_and_hashed() -> None:
                        created_at=NOW - 400 * DAY, use_count=17)
     token, secret = issue(req, now=NOW)
     assert secret == imported
-    assert token.secret_hash == secrets.hash_secret(imported)
+    assert token.secret_hash == token_format.hash_secret(imported)
     assert token.created_at == NOW - 400 * DAY
     assert token.use_count == 17
     assert imported not in repr(req)
 
 
 def test_imported_well_formed_prefixed_secret_accepted() -> None:
-    s = secrets.generate_secret()
+    s = token_format.generate_secret()
     _, secret = issue(TokenRequest(secret=s), now=NOW)
     assert secret == s
 
@@ -240,7 +240,7 @@ def test_bad_imported_secret(secret: str, words: str) -> None:
 
 
 def test_imported_secret_with_prefix_but_bad_checksum() -> None:
-    good = secrets.generate_secret()
+    good = token_format.generate_secret()
     bad = good[:-1] + ("A" if good[-1] != "A" else "B")
     msg = refused(TokenRequest(secret=bad), "checksum")
     assert bad not in msg

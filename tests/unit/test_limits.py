@@ -1,4 +1,4 @@
-"""Restriction lines (SPEC §4): Extender's grammar, RE2 semantics, matching and refusals."""
+"""Restriction lines (product.md §4): Extender's grammar, RE2 semantics, matching and refusals."""
 
 from __future__ import annotations
 
@@ -684,9 +684,9 @@ def test_match_never_raises(method: str, query: str, body: bytes | None, trunc: 
 
 
 def test_compiled_limits_are_an_lru_of_configurable_size() -> None:
-    from authz.domain.limits import _CompiledLimits
+    from authz.domain.limits import CompiledLimits, compile_limits
 
-    cache = _CompiledLimits(capacity=2)
+    cache = CompiledLimits(capacity=2)
     a, b, c = (".*/a.*",), (".*/b.*",), (".*/c.*",)
     first = cache.get(a)
     assert cache.get(a) is first and cache.compiled == 1
@@ -703,6 +703,9 @@ def test_compiled_limits_are_an_lru_of_configurable_size() -> None:
         cache.resize(0)
     assert match(cache.get(c), method="GET", url="https://j/c/1", query="", body=None,
                  body_truncated=False).allowed
+    # Without a cache (tools, tests) lines are compiled for the call; with one, from it.
+    assert compile_limits(c, cache) is cache.get(c)
+    assert compile_limits(c) == compile_limits(c) and compile_limits(c) is not cache.get(c)
 
 
 _URL_CHARS = st.sampled_from(list("abcXYZ019-_./:?%~é€😀 "))
@@ -714,10 +717,11 @@ _URL_CHARS = st.sampled_from(list("abcXYZ019-_./:?%~é€😀 "))
 ]), text=st.text(alphabet=_URL_CHARS, max_size=40))
 def test_direct_fullmatch_agrees_with_the_public_api(pattern: str, text: str) -> None:
     """The fast path asks RE2 directly; it must answer exactly as ``fullmatch`` does."""
-    from authz.domain import limits as mod
+    from authz.domain.limits import engine
 
-    assert mod._FULL is not None, "direct RE2 matching unavailable: the slow path is in use"
-    regex = re2.compile(pattern, options=mod._RE2_OPTIONS)
+    assert engine.DIRECT, "direct RE2 matching unavailable: the slow path is in use"
+    regex = re2.compile(pattern, options=engine._OPTIONS)
     want = regex.fullmatch(text) is not None
-    assert mod._url_matcher(text)(regex._regexp) is want
-    assert mod.fullmatch(regex._regexp, text) is want
+    assert engine.matcher(text)(regex._regexp) is want
+    assert engine.fullmatch(regex._regexp, text) is want
+    assert engine.fullmatch(engine.compile_program(pattern), text) is want if pattern else True

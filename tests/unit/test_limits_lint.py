@@ -1,4 +1,4 @@
-"""Restriction lines that parse but do not mean what they look like (SPEC §4, issue 16
+"""Restriction lines that parse but do not mean what they look like (docs/product.md §4, issue 16
 item 3): unknown clauses are refused, never-matching and prefix-widening lines warned about."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Client address (SPEC §2): socket address, trusted X-Forwarded-For hops, IP allow-lists."""
+"""Client address (product.md §2): socket address, trusted X-Forwarded-For hops, IP allow-lists."""
 
 from __future__ import annotations
 
@@ -183,3 +183,16 @@ def test_address_inside_its_own_network_is_allowed(addr: object, prefix: int) ->
     prefix = min(prefix, a.max_prefixlen)
     net = ipaddress.ip_network(f"{a}/{prefix}", strict=False)
     assert ip_allowed(str(a), (str(net),))
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("0.0.0.0:9000", ("0.0.0.0", 9000)), ("::1:80", ("::1", 80)), ("[::1]:80", ("[::1]", 80)),
+    ("h:0", ("h", 0)), ("h:65535", ("h", 65535)),
+    ("h", None), (":80", None), ("h:", None), ("h:65536", None), ("h:8o", None),
+    ("h:\u0661\u0662", None),  # Arabic-Indic digits: isdigit() says yes, a port they are not
+])
+def test_one_host_port_reading(text: str, want: tuple[str, int] | None) -> None:
+    """Every host:port (listen addresses, Sentinels, --admin-url) is read by this one rule."""
+    from authz.domain.network import parse_hostport
+
+    assert parse_hostport(text) == want

@@ -1,4 +1,4 @@
-"""Path normal form (SPEC §6): whatever Tomcat could resolve differently is refused."""
+"""Path normal form (docs/product.md §6): whatever Tomcat could resolve differently is refused."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authz.domain import paths
-from authz.domain.paths import has_prefix, non_normal_reason, split_path
+from authz.domain.paths import is_under_prefix, non_normal_reason, split_path
 
 
 @pytest.mark.parametrize(
@@ -131,7 +131,7 @@ def test_encoded_unreserved_characters_refused(path: str) -> None:
     assert non_normal_reason(path) is not None
 
 
-# --- split_path / has_prefix -----------------------------------------------------------------
+# --- split_path / is_under_prefix -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -173,7 +173,7 @@ def test_semicolon_in_query_does_not_affect_path() -> None:
     ],
 )
 def test_has_prefix(path: str, prefixes: tuple[str, ...], want: bool) -> None:
-    assert has_prefix(path, prefixes) is want
+    assert is_under_prefix(path, prefixes) is want
 
 
 # --- properties --------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""CheckService (SPEC §6-§7): lookup failures, strict audit, what is audited, and no secrets.
+"""CheckService (product.md §6-§7): lookup failures, strict audit, what is audited, and no secrets.
 
 The token lookup and the audit sink are in-memory fakes of our own Protocols; Redis is not
 involved at all here.
@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from authz.domain import secrets
+from authz.domain import token_format
 from authz.domain.decide import Policy
-from authz.domain.model import Decision, HttpRequest, Outcome, Reason, Token
+from authz.domain.model import STATUS, Decision, HttpRequest, Outcome, Reason, Token
 from authz.service import CheckService, StoreUnavailableError
 
 NOW = 1_700_000_000.0
-SECRET = secrets.generate_secret()
-UNKNOWN = secrets.generate_secret()
+SECRET = token_format.generate_secret()
+UNKNOWN = token_format.generate_secret()
 PASSWORD = "jira-password-123456"
-TOKEN = Token(id="tok1", secret_hash=secrets.hash_secret(SECRET), label="ci", user="alice",
+TOKEN = Token(id="tok1", secret_hash=token_format.hash_secret(SECRET), label="ci", user="alice",
               limits=("[get].*/rest/api/2/issue/.*",))
 
 
@@ -106,7 +106,7 @@ def test_allowed_call_is_audited_as_a_use() -> None:
     d = run(svc, req(basic("alice", SECRET)))
     assert d.outcome is Outcome.ALLOW
     assert d.matched_limit == "[get].*/rest/api/2/issue/.*"
-    assert tokens.calls == [secrets.hash_secret(SECRET)]  # only the hash is looked up
+    assert tokens.calls == [token_format.hash_secret(SECRET)]  # only the hash is looked up
     assert len(audit.events) == 1
     event, token_id, used = audit.events[0]
     assert token_id == "tok1"
@@ -165,7 +165,7 @@ def test_jira_password_is_looked_up_by_hash_and_passed() -> None:
     svc, tokens, audit = service()
     d = run(svc, req(basic("alice", PASSWORD)))
     assert d.outcome is Outcome.PASS
-    assert tokens.calls == [secrets.hash_secret(PASSWORD)]
+    assert tokens.calls == [token_format.hash_secret(PASSWORD)]
     assert PASSWORD not in tokens.calls
     assert audit.events == []
 
@@ -257,6 +257,9 @@ def test_strict_audit_full_sink_denies_allowed_call() -> None:
     assert d.status == 503
     assert d.token is TOKEN
     assert d.effective_user == "alice"
+    # Everything but the verdict is the allow's: the audit event names the line that matched.
+    assert d.matched_limit == TOKEN.limits[0] and d.login == "alice"
+    assert d.client_ip == "10.0.0.7" and d.status == STATUS[d.reason]
 
 
 def test_strict_audit_event_records_the_denial() -> None:
@@ -298,11 +301,30 @@ def test_non_strict_full_sink_allows_and_counts_drop() -> None:
 
 @pytest.mark.parametrize("strict", [False, True])
 def test_audit_sink_exception_does_not_escape(strict: bool) -> None:
+    before = metric("jira_authz_audit_dropped_total")
     svc, _, _ = service(audit=FakeAudit(explode=True), strict_audit=strict)
     d = run(svc, req(basic("alice", SECRET)))
     assert isinstance(d, Decision)
     if strict:
-        assert not d.allowed
+        assert not d.forwarded
+    # Lost before any stream counted it: still in the series JiraAuthzAuditDropped watches.
+    assert metric("jira_authz_audit_dropped_total") == before + 1
+
+
+def test_event_that_cannot_be_built_is_counted_where_the_alert_looks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import authz.service as service_mod
+
+    def broken(*_a: object, **_k: object) -> dict[str, str]:
+        raise ValueError("unbuildable")
+
+    monkeypatch.setattr(service_mod, "build_event", broken)
+    before = metric("jira_authz_audit_dropped_total")
+    svc, _, audit = service()
+    assert run(svc, req(basic("alice", SECRET))).outcome is Outcome.ALLOW
+    assert audit.events == []
+    assert metric("jira_authz_audit_dropped_total") == before + 1
 
 
 # --- the event ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authz.domain.secrets import generate_secret
+from authz.domain.token_format import generate_secret
 
 OK, UNAUTHENTICATED = 0, 16
 

@@ -1,4 +1,4 @@
-"""Secret format (SPEC §2): prefix, length, base62 alphabet, checksum, SHA-256 hashing."""
+"""Secret format (product.md §2): prefix, length, base62 alphabet, checksum, SHA-256 hashing."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz.domain import secrets
-from authz.domain.secrets import (
+from authz.domain import token_format
+from authz.domain.token_format import (
     PREFIX,
     SECRET_LEN,
     check_importable,
     generate_secret,
-    has_prefix,
     hash_secret,
     is_well_formed,
+    looks_like_token,
 )
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -32,7 +32,7 @@ def test_generated_format() -> None:
         assert FORMAT.fullmatch(s), s
         assert len(s) == SECRET_LEN == 42
         assert s.startswith(PREFIX)
-        assert has_prefix(s)
+        assert looks_like_token(s)
         assert is_well_formed(s)
         assert check_importable(s) is None
 
@@ -40,7 +40,7 @@ def test_generated_format() -> None:
 def test_generated_secrets_are_unique_and_random_enough() -> None:
     batch = [generate_secret() for _ in range(500)]
     assert len(set(batch)) == len(batch)
-    # >= 160 random bits (SPEC §2): 32 base62 characters.
+    # >= 160 random bits (docs/product.md §2): 32 base62 characters.
     assert 32 * math.log2(62) >= 160
     # Every character of the alphabet shows up in the random parts: not a narrower alphabet.
     assert set("".join(s[4:36] for s in batch)) == set(ALPHABET)
@@ -66,8 +66,8 @@ def _body_with_check(body: str) -> str:
 
 @given(st.text(alphabet=ALPHABET, min_size=32, max_size=32))
 def test_checksum_matches_the_reference_base62_encoding(body: str) -> None:
-    # The unrolled encoding in secrets._checksum against the plain divmod loop above.
-    assert secrets._checksum(body) == _body_with_check(body)[len(PREFIX) + 32:]
+    # The unrolled encoding in token_format._checksum against the plain divmod loop above.
+    assert token_format._checksum(body) == _body_with_check(body)[len(PREFIX) + 32:]
     assert is_well_formed(_body_with_check(body))
 
 
@@ -122,7 +122,7 @@ def test_adjacent_transposition_detected(pos: int) -> None:
 @given(st.text(max_size=60))
 def test_is_well_formed_never_raises(text: str) -> None:
     assert isinstance(is_well_formed(text), bool)
-    assert isinstance(has_prefix(text), bool)
+    assert isinstance(looks_like_token(text), bool)
 
 
 @given(st.text(max_size=100))
@@ -140,17 +140,17 @@ def test_hash_known_value() -> None:
 
 
 def test_has_prefix() -> None:
-    assert has_prefix("jat_anything")
-    assert not has_prefix("JAT_anything")
-    assert not has_prefix("xjat_")
-    assert not has_prefix("")
+    assert looks_like_token("jat_anything")
+    assert not looks_like_token("JAT_anything")
+    assert not looks_like_token("xjat_")
+    assert not looks_like_token("")
 
 
 @pytest.mark.parametrize(
     ("secret", "words"),
     [
         ("", "empty"),
-        ("a" * (secrets.MIN_IMPORTED_LEN - 1), "shorter"),
+        ("a" * (token_format.MIN_IMPORTED_LEN - 1), "shorter"),
         ("a" * 513, "longer"),
         ("abc def ghij", "whitespace"),
         ("abcdefgh\n", "whitespace"),
@@ -169,7 +169,7 @@ def test_check_importable_refusals(secret: str, words: str) -> None:
 
 @pytest.mark.parametrize(
     "secret",
-    ["a" * secrets.MIN_IMPORTED_LEN, "a" * 512, "Xk9pQ2mZ7vL4wR8tY1uE", "p@ss:w0rd,with;punct",
+    ["a" * token_format.MIN_IMPORTED_LEN, "a" * 512, "Xk9pQ2mZ7vL4wR8tY1uE", "p@ss:w0rd,with;punct",
      "jürgen-sëcret-ünicode"],
 )
 def test_check_importable_accepts(secret: str) -> None:

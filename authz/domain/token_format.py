@@ -35,7 +35,7 @@ def generate_secret() -> str:
     return PREFIX + body + _checksum(body)
 
 
-def has_prefix(secret: str) -> bool:
+def looks_like_token(secret: str) -> bool:
     """The secret claims to be one of ours (so an unknown one is a bad token, not a password)."""
     return secret.startswith(PREFIX)
 
@@ -72,6 +72,6 @@ def check_importable(secret: str) -> str | None:
         return "secret is longer than 512 characters"
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in secret):
         return "secret contains whitespace or control characters"
-    if has_prefix(secret) and not is_well_formed(secret):
+    if looks_like_token(secret) and not is_well_formed(secret):
         return f"secret starts with {PREFIX!r} but its checksum is wrong"
     return None
