@@ -389,16 +389,21 @@ class LocalStack:
             "jira": (HOST, self.stub_port), "jira_authz": (HOST, self.check_ports)}
         if envoy_config.has_cluster(self._envoy_config_name, envoy_config.CONSOLE_CLUSTER):
             clusters[envoy_config.CONSOLE_CLUSTER] = (HOST, self.console_port)
-        envoy_config.local_config(
-            name=self._envoy_config_name,
-            listener_port=self.envoy_port,
-            admin_port=self.envoy_admin_port,
-            clusters=clusters,
-            path=self.envoy_config_path,
-        )
+        server_cfg = load_config(self.authz_config_path, environ=self._authz_env())
+        # The shipped config set to this server's identity header and unauthenticated policy
+        # (the no-credentials route answers without a Check, so it must say what the server
+        # would).
+        envoy_config.write(envoy_config.for_server(
+            envoy_config.patch(envoy_config.load(self._envoy_config_name),
+                               listener_port=self.envoy_port, admin_port=self.envoy_admin_port,
+                               clusters=clusters),
+            identity_header=server_cfg.identity.header,
+            deny_unauthenticated=server_cfg.auth.unauthenticated == "deny",
+            realm=server_cfg.auth.realm,
+        ), self.envoy_config_path)
         # One client-IP model (docs/operations.md): refuse an Envoy whose trusted hops
         # contradict the server's instead of starting a stack that judges the wrong address.
-        ip = load_config(self.authz_config_path, environ=self._authz_env()).client_ip
+        ip = server_cfg.client_ip
         conflict = envoy_config.client_ip_conflict(
             envoy_config.load(self.envoy_config_path), ip.xff_trusted_hops, ip.envoy_appends_peer
         )
