@@ -541,7 +541,10 @@ def test_istio_authorization_policy(rendered_examples: dict[str, Any]) -> None:
     spec = ap["spec"]
     assert spec["action"] == "CUSTOM" and spec["provider"] == {"name": "jira-authz"}
     assert spec["selector"] == {"matchLabels": {"app": "jira"}}
-    assert spec["rules"][0] == {"to": [{"operation": {"paths": ["/rest/*"]}}]}
+    # Only token calls: the REST paths AND an Authorization header (presence match).
+    assert spec["rules"][0] == {"to": [{"operation": {"paths": ["/rest/*"]}}],
+                                "when": [{"key": "request.headers[authorization]",
+                                          "values": ["*"]}]}
     assert spec["rules"][1] == {"when": [{"key": "request.headers[contextuser]",
                                           "values": ["*"]}]}
 
