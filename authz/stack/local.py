@@ -341,8 +341,9 @@ class LocalStack:
         for port in self.check_ports:
             ensure_port_free(HOST, port, "authz check port")
         argv = [sys.executable, "-m", "authz", "serve", "--config", str(self.authz_config_path)]
-        if self.workers > 1:
-            argv += ["--workers", str(self.workers)]
+        # Always explicit: `serve` defaults to one process per core, and Envoy lists exactly
+        # these ports.
+        argv += ["--workers", str(self.workers)]
         env = self._authz_env()
         self._authz = Child("authz", argv, self.authz_log, env=env)
         self._authz.start()
