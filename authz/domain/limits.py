@@ -16,6 +16,8 @@ from urllib.parse import parse_qsl
 
 import re2
 
+from authz.domain.re2_programs import PROGRAMS
+
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"})
 MAX_LINE_LENGTH = 4096
 MAX_LINES = 200
@@ -115,16 +117,21 @@ def fullmatch(regex: Any, text: str) -> bool:
         return False
 
 
+def _compile_re2(pattern: str) -> Any:
+    compiled = re2.compile(pattern, options=_RE2_OPTIONS)
+    return compiled._regexp if _FULL is not None else compiled
+
+
 def _compile(pattern: str, what: str) -> Any:
     if not pattern:
         raise LimitSyntaxError(f"{what} is empty")
     try:
-        compiled = re2.compile(pattern, options=_RE2_OPTIONS)
+        compiled = PROGRAMS.get(pattern, _compile_re2)
     except re2.error as e:
         msg = e.args[0].decode("utf-8", "replace") if e.args and isinstance(
             e.args[0], bytes) else str(e)
         raise LimitSyntaxError(f"{what} {pattern!r} is not a valid RE2 regex: {msg}") from None
-    return compiled._regexp if _FULL is not None else compiled
+    return compiled
 
 
 def _split_method(line: str) -> tuple[tuple[str, ...] | None, str]:
