@@ -335,12 +335,11 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config")
     p.add_argument("--redis-url")
     p.add_argument("--log-level")
+    p.add_argument("--event-loop", default="uvloop")
     args = p.parse_args(argv)
     _die_with_parent()
 
-    import asyncio
-
-    from authz import logs
+    from authz import event_loop, logs
     from authz.server import serve
 
     cfg = load_config(args.config)
@@ -348,7 +347,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, redis=dataclasses.replace(cfg.redis, url=args.redis_url))
     logs.setup(args.log_level or cfg.log.level)
     logging.getLogger().handlers[0].addFilter(_WorkerTag(args.worker))
-    asyncio.run(serve(cfg))
+    event_loop.run(serve(cfg), args.event_loop)
     return 0
 
 
