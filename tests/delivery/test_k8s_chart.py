@@ -245,7 +245,8 @@ def test_authz_deployment(rendered_default: Any) -> None:
     dep = rendered_default.find("Deployment", "jira-authz")
     spec = dep["spec"]["template"]["spec"]
     (c,) = spec["containers"]
-    assert c["args"] == ["--config", "/etc/jira-authz/config.yaml"]
+    # Always explicit: `serve` alone would run one process per core, more than Envoy lists.
+    assert c["args"] == ["--config", "/etc/jira-authz/config.yaml", "--workers", "1"]
     assert c["image"] == "ghcr.io/jira-authz/jira-authz:0.1.0"
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
         "grpc-check": 9191, "grpc-admin": 9190, "http-metrics": 9090}
