@@ -31,6 +31,7 @@ import contextlib
 import ctypes
 import dataclasses
 import logging
+import math
 import os
 import signal
 import socket
@@ -40,6 +41,7 @@ import time
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 from authz.config import ENV_PREFIX, Config, load_config
@@ -56,9 +58,32 @@ _STABLE_SECONDS = 30.0
 _SCRAPE_TIMEOUT = 2.0
 
 
-def default_workers() -> int:
-    """Cores this process may run on (cgroup CPU limits are not visible here)."""
-    return len(os.sched_getaffinity(0))
+def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
+    """The container's CPU limit in cores (cgroup v2 ``cpu.max``, else v1 CFS quota), or None
+    when unlimited or unreadable. Kubernetes' ``resources.limits.cpu`` lands here."""
+    try:
+        quota, period = Path(root, "cpu.max").read_text(encoding="ascii").split()[:2]
+        if quota != "max" and int(period) > 0:
+            return int(quota) / int(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        q = int(Path(root, "cpu", "cpu.cfs_quota_us").read_text(encoding="ascii"))
+        per = int(Path(root, "cpu", "cpu.cfs_period_us").read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return None
+    return q / per if q > 0 and per > 0 else None
+
+
+def default_workers(root: str = "/sys/fs/cgroup") -> int:
+    """One process per core this process may use: the CPUs it may run on
+    (``sched_getaffinity``: cpusets, taskset), capped by the cgroup CPU limit rounded up."""
+    cores = len(os.sched_getaffinity(0))
+    limit = cgroup_cpu_limit(root)
+    if limit is not None:
+        cores = min(cores, max(1, math.ceil(limit)))
+    return max(1, cores)
 
 
 def worker_check_addresses(check: str, workers: int) -> list[str]:
@@ -306,12 +331,11 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config")
     p.add_argument("--redis-url")
     p.add_argument("--log-level")
+    p.add_argument("--event-loop", default="uvloop")
     args = p.parse_args(argv)
     _die_with_parent()
 
-    import asyncio
-
-    from authz import logs
+    from authz import event_loop, logs
     from authz.server import serve
 
     cfg = load_config(args.config)
@@ -319,7 +343,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, redis=dataclasses.replace(cfg.redis, url=args.redis_url))
     logs.setup(args.log_level or cfg.log.level)
     logging.getLogger().handlers[0].addFilter(_WorkerTag(args.worker))
-    asyncio.run(serve(cfg))
+    event_loop.run(serve(cfg), args.event_loop)
     return 0
 
 

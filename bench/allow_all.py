@@ -86,9 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=16)
     p.add_argument("--work-us", type=float, default=0.0,
                    help="aio: spin this many microseconds in every Check before allowing")
+    p.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
+                   help="aio: the loop (asyncio: the stock server; uvloop: jira-authz's lever)")
     args = p.parse_args(argv)
     if args.mode == "aio":
-        asyncio.run(_serve_aio(args.listen, args.work_us))
+        from authz import event_loop
+
+        event_loop.run(_serve_aio(args.listen, args.work_us), args.event_loop)
     else:
         _serve_threads(args.listen, args.threads)
     return 0

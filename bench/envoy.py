@@ -20,9 +20,11 @@ EXT_AUTHZ = "envoy.filters.http.ext_authz"
 
 
 def build(*, listener_port: int, admin_port: int, authz_ports: list[int] | None,
-          host: str = "127.0.0.1") -> dict[str, Any]:
+          host: str = "127.0.0.1", allowed_headers: bool = True,
+          no_credentials_route: bool = True) -> dict[str, Any]:
     """The shipped sidecar with a direct_response upstream; no ext_authz if ``authz_ports``
-    is None."""
+    is None. ``allowed_headers`` / ``no_credentials_route`` False turn those levers off (every
+    header to the Check; requests without Authorization checked too), as before issue 15."""
     cfg = envoy_config.patch(
         envoy_config.load(envoy_config.SIDECAR),
         listener_port=listener_port,
@@ -38,6 +40,14 @@ def build(*, listener_port: int, admin_port: int, authz_ports: list[int] | None,
             if "route" in route and route["route"].get("cluster") == "jira":
                 del route["route"]
                 route["direct_response"] = {"status": 200, "body": {"inline_string": "ok"}}
+    if not no_credentials_route:
+        for vh in hcm["route_config"]["virtual_hosts"]:
+            vh["routes"] = [r for r in vh["routes"]
+                            if r.get("name") != envoy_config.NO_CREDENTIALS_ROUTE]
+    if not allowed_headers:
+        for f in hcm["http_filters"]:
+            if f["name"] == EXT_AUTHZ:
+                f["typed_config"].pop("allowed_headers", None)
     if authz_ports is None:
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != EXT_AUTHZ]
         for vh in hcm["route_config"]["virtual_hosts"]:

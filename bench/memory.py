@@ -21,6 +21,7 @@ from authz.adapters.redis_store import RedisTokenStore
 from authz.adapters.token_cache import TokenCache
 from authz.config import CacheConfig, RedisConfig
 from authz.domain import limits as limits_mod
+from authz.domain.limits import programs as re2_programs
 
 
 def _rss() -> int:
@@ -71,6 +72,9 @@ async def measure(redis_url: str, prefix: str, hashes: list[str], max_entries: i
         "entry_rss_bytes": (rss1 - rss0) / per,
         "limits_python_heap_bytes": heap(snap1, snap2) / per,
         "limits_rss_bytes": (rss2 - rss1) / per,
+        "rss_total_mb": rss2 / 2**20,
+        "rss_before_fill_mb": rss0 / 2**20,
+        "distinct_programs": len(re2_programs.PROGRAMS),
         "note": "entry: the cache's record of a token (Token, LRU slot, key); limits: its "
                 "compiled restriction lines (LRU of cache.max_compiled_limits line sets in "
                 "authz.domain.limits; RE2 programs are C++ memory, seen only in RSS)",

@@ -106,5 +106,10 @@ if __name__ == "__main__":
                         "and answers a constant")
     p.add_argument("--gc", choices=["on", "off", "freeze"], default="on",
                    help="garbage collector: as usual, disabled, or startup objects frozen")
+    p.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop",
+                   help="as `serve`: uvloop unless told")
     a = p.parse_args()
-    asyncio.run(_main(a.no_audit, a.hiredis_pack, a.null_check, a.partial, a.gc))
+    from authz import event_loop
+
+    event_loop.run(_main(a.no_audit, a.hiredis_pack, a.null_check, a.partial, a.gc),
+                   a.event_loop)

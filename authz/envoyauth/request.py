@@ -7,8 +7,18 @@ from typing import cast
 
 from envoy.service.auth.v3 import external_auth_pb2
 
+from authz.domain.decide import METHOD_OVERRIDE_HEADERS
 from authz.domain.model import NO_CONTEXT, HttpRequest
 from authz.domain.paths import split_path
+
+HEADERS_READ = (
+    "authorization", "x-forwarded-for", "x-forwarded-proto", "x-request-id", "user-agent",
+    "content-type", "content-length", "x-envoy-auth-partial-body", *METHOD_OVERRIDE_HEADERS,
+)
+"""Every request header the decision and the audit event read, besides the configured
+identity header: the shipped Envoy configs send exactly these to the Check
+(``allowed_headers``), so the CheckRequest stays small. A rule that reads another header adds it
+here (tests/unit/test_envoy_config.py compares the configs with this list)."""
 
 
 def trace_id_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:

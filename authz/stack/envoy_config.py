@@ -192,3 +192,60 @@ def client_ip_conflict(
                     f"client_ip.xff_trusted_hops is {xff_trusted_hops}: set both to the "
                     "number of load balancers in front of Envoy")
     return None
+
+
+NO_CREDENTIALS_ROUTE = "no-credentials"
+"""The route of requests without an Authorization header: no Check (docs/product.md §3)."""
+EXT_AUTHZ = "envoy.filters.http.ext_authz"
+_SHIPPED_IDENTITY = "contextuser"
+
+
+def no_credentials_answer(realm: str) -> dict[str, Any]:
+    """The 401 jira-authz itself answers a request without credentials under
+    ``unauthenticated: deny``, as an Envoy ``direct_response`` route (same status, headers and
+    body: one rule, taken from the decision code)."""
+    from authz.domain.decide import Policy, not_a_token
+    from authz.domain.model import Reason
+    from authz.envoyauth.response import ResponseBuilder
+
+    decision = not_a_token(Policy(deny_unauthenticated=True), Reason.NO_CREDENTIALS, "")
+    denied = ResponseBuilder(identity_header=_SHIPPED_IDENTITY, realm=realm).build(
+        decision).denied_response
+    return {
+        "direct_response": {"status": denied.status.code,
+                            "body": {"inline_string": denied.body}},
+        "response_headers_to_add": [
+            {"header": {"key": h.header.key, "value": h.header.value},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for h in denied.headers],
+    }
+
+
+def for_server(config: Mapping[str, Any], *, identity_header: str, deny_unauthenticated: bool,
+               realm: str) -> dict[str, Any]:
+    """A copy of a shipped config set to one jira-authz configuration: the identity header
+    (removed on the no-credentials route, sent to the Check) and, under
+    ``unauthenticated: deny``, Envoy's own 401 for requests without credentials."""
+    cfg: dict[str, Any] = copy.deepcopy(dict(config))
+    header = identity_header.lower()
+    for m in _managers(cfg):
+        for vh in m.get("route_config", {}).get("virtual_hosts", []):
+            for route in vh.get("routes", []):
+                if route.get("name") == NO_CREDENTIALS_ROUTE:
+                    route["request_headers_to_remove"] = [identity_header]
+                    if deny_unauthenticated:
+                        route.pop("route", None)
+                        route.pop("request_headers_to_remove", None)
+                        route.update(no_credentials_answer(realm))
+                elif route.get("name") == "jira-authz-console":
+                    route["request_headers_to_remove"] = [
+                        h for h in route.get("request_headers_to_remove", [])
+                        if h.lower() != _SHIPPED_IDENTITY] + [identity_header]
+        for f in m.get("http_filters", []):
+            if f.get("name") != EXT_AUTHZ:
+                continue
+            patterns = f["typed_config"].get("allowed_headers", {}).get("patterns", [])
+            for p in patterns:
+                if p.get("exact", "").lower() == _SHIPPED_IDENTITY:
+                    p["exact"] = header
+    return cfg

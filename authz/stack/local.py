@@ -341,8 +341,9 @@ class LocalStack:
         for port in self.check_ports:
             ensure_port_free(HOST, port, "authz check port")
         argv = [sys.executable, "-m", "authz", "serve", "--config", str(self.authz_config_path)]
-        if self.workers > 1:
-            argv += ["--workers", str(self.workers)]
+        # Always explicit: `serve` defaults to one process per core, and Envoy lists exactly
+        # these ports.
+        argv += ["--workers", str(self.workers)]
         env = self._authz_env()
         self._authz = Child("authz", argv, self.authz_log, env=env)
         self._authz.start()
@@ -389,16 +390,21 @@ class LocalStack:
             "jira": (HOST, self.stub_port), "jira_authz": (HOST, self.check_ports)}
         if envoy_config.has_cluster(self._envoy_config_name, envoy_config.CONSOLE_CLUSTER):
             clusters[envoy_config.CONSOLE_CLUSTER] = (HOST, self.console_port)
-        envoy_config.local_config(
-            name=self._envoy_config_name,
-            listener_port=self.envoy_port,
-            admin_port=self.envoy_admin_port,
-            clusters=clusters,
-            path=self.envoy_config_path,
-        )
+        server_cfg = load_config(self.authz_config_path, environ=self._authz_env())
+        # The shipped config set to this server's identity header and unauthenticated policy
+        # (the no-credentials route answers without a Check, so it must say what the server
+        # would).
+        envoy_config.write(envoy_config.for_server(
+            envoy_config.patch(envoy_config.load(self._envoy_config_name),
+                               listener_port=self.envoy_port, admin_port=self.envoy_admin_port,
+                               clusters=clusters),
+            identity_header=server_cfg.identity.header,
+            deny_unauthenticated=server_cfg.auth.unauthenticated == "deny",
+            realm=server_cfg.auth.realm,
+        ), self.envoy_config_path)
         # One client-IP model (docs/operations.md): refuse an Envoy whose trusted hops
         # contradict the server's instead of starting a stack that judges the wrong address.
-        ip = load_config(self.authz_config_path, environ=self._authz_env()).client_ip
+        ip = server_cfg.client_ip
         conflict = envoy_config.client_ip_conflict(
             envoy_config.load(self.envoy_config_path), ip.xff_trusted_hops, ip.envoy_appends_peer
         )

@@ -245,7 +245,8 @@ def test_authz_deployment(rendered_default: Any) -> None:
     dep = rendered_default.find("Deployment", "jira-authz")
     spec = dep["spec"]["template"]["spec"]
     (c,) = spec["containers"]
-    assert c["args"] == ["--config", "/etc/jira-authz/config.yaml"]
+    # Always explicit: `serve` alone would run one process per core, more than Envoy lists.
+    assert c["args"] == ["--config", "/etc/jira-authz/config.yaml", "--workers", "1"]
     assert c["image"] == "ghcr.io/jira-authz/jira-authz:0.1.0"
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
         "grpc-check": 9191, "grpc-admin": 9190, "http-metrics": 9090}
@@ -541,7 +542,10 @@ def test_istio_authorization_policy(rendered_examples: dict[str, Any]) -> None:
     spec = ap["spec"]
     assert spec["action"] == "CUSTOM" and spec["provider"] == {"name": "jira-authz"}
     assert spec["selector"] == {"matchLabels": {"app": "jira"}}
-    assert spec["rules"][0] == {"to": [{"operation": {"paths": ["/rest/*"]}}]}
+    # Only token calls: the REST paths AND an Authorization header (presence match).
+    assert spec["rules"][0] == {"to": [{"operation": {"paths": ["/rest/*"]}}],
+                                "when": [{"key": "request.headers[authorization]",
+                                          "values": ["*"]}]}
     assert spec["rules"][1] == {"when": [{"key": "request.headers[contextuser]",
                                           "values": ["*"]}]}
 

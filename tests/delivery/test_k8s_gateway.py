@@ -185,14 +185,14 @@ def test_admin_api_is_never_routed(both: tuple[dict, dict]) -> None:
 def test_body_routes_send_the_body_with_the_check(helm: Any) -> None:
     cfg = yaml.safe_load(_gateway_config(helm, {"bodyRoutes": ["/rest/api/2/issue"]}))
     routes = _routes(_hcm(cfg))
-    assert [r["name"] for r in routes] == ["reject-path-parameters", "jira-attachments",
-                                           "with-body-0", "jira"]
+    assert [r["name"] for r in routes] == ["reject-path-parameters", "no-credentials",
+                                           "jira-attachments", "with-body-0", "jira"]
     (authz,) = [f for f in _hcm(cfg)["http_filters"] if f["name"].endswith("ext_authz")]
     # Filter level: pack_as_bytes is read only there; partial instead of 413 for size.
     assert authz["typed_config"]["with_request_body"] == {
         "max_request_bytes": 65536, "allow_partial_message": True, "pack_as_bytes": True}
-    assert "typed_per_filter_config" not in routes[2]  # the body route inherits it
-    for r in (routes[1], routes[3]):  # attachments and everything else: never buffered
+    assert "typed_per_filter_config" not in routes[3]  # the body route inherits it
+    for r in (routes[2], routes[4]):  # attachments and everything else: never buffered
         settings = r["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
         assert settings["check_settings"] == {"disable_request_body_buffering": True}
 
@@ -255,3 +255,34 @@ def test_workers_are_all_endpoints_ports_services_and_policy(helm: Any) -> None:
 def test_workers_that_cannot_work_are_refused(helm: Any, values: dict, message: str) -> None:
     with pytest.raises(helm.HelmError, match=re.escape(message)):
         helm.render(CHART, values)
+
+
+NO_CREDENTIALS_VALUES = {
+    "defaults": {},
+    "deny, own realm and identity header": {"auth": {"unauthenticated": "deny", "realm": "Corp"},
+                                            "identity": {"header": "X-Run-As"}},
+    "pass, own identity header": {"identity": {"header": "X-Run-As"}},
+}
+
+
+@pytest.mark.parametrize("config", NO_CREDENTIALS_VALUES.values(), ids=NO_CREDENTIALS_VALUES.keys())
+def test_no_credentials_route_says_what_the_server_would(helm: Any, config: dict) -> None:
+    """The chart's route for requests without Authorization (no Check) and the Check's header
+    list equal the shipped gateway set to the same server configuration."""
+    from authz.stack import envoy_config
+
+    rendered = helm.render(CHART, {"gateway": {"enabled": True}, "config": config})
+    chart = yaml.safe_load(rendered.find("ConfigMap", "-gateway")["data"]["envoy.yaml"])
+    auth, identity = config.get("auth", {}), config.get("identity", {})
+    expected = envoy_config.for_server(
+        yaml.safe_load(DEPLOY_GATEWAY.read_text()),
+        identity_header=identity.get("header", "contextUser"),
+        deny_unauthenticated=auth.get("unauthenticated") == "deny",
+        realm=auth.get("realm", "Jira"))
+    (route,) = [r for r in _routes(_hcm(chart)) if r["name"] == "no-credentials"]
+    (want,) = [r for r in _routes(_hcm(expected)) if r["name"] == "no-credentials"]
+    assert route == want
+    ext_authz = "envoy.filters.http.ext_authz"
+    (c_authz,) = [f for f in _hcm(chart)["http_filters"] if f["name"] == ext_authz]
+    (e_authz,) = [f for f in _hcm(expected)["http_filters"] if f["name"] == ext_authz]
+    assert c_authz == e_authz

@@ -218,7 +218,8 @@ def test_wheel_serve_answers_checks_like_helm_test(installed: Path, tmp_path: Pa
     env = {k: v for k, v in os.environ.items() if not k.startswith("JIRA_AUTHZ_")}
     env["JIRA_AUTHZ_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"  # as the Deployment does
     server = Child("jira-authz", [str(installed / "bin" / "jira-authz"), "serve", "--config",
-                                  str(tmp_path / "config.yaml")], tmp_path / "serve.log", env=env)
+                                  str(tmp_path / "config.yaml"), "--workers", "1"],
+                   tmp_path / "serve.log", env=env)
     redis.start()
     try:
         wait_until("redis", redis_ping_probe(env["JIRA_AUTHZ_REDIS_URL"]), child=redis)

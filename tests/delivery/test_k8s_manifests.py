@@ -155,6 +155,13 @@ def test_istio_authorization_policy_is_custom_for_rest() -> None:
         for cond in rule.get("when", []):
             _check_fields(cond, {"key", "values", "notValues"}, "when")
     assert ap["spec"]["rules"][0]["to"][0]["operation"]["paths"] == ["/rest/*"]
+    # Only token calls reach the Check: the path rule also needs an Authorization header, and
+    # no rule lets a request without one through unchecked while it carries the identity
+    # header (the second rule sends those to jira-authz, which strips it).
+    assert ap["spec"]["rules"][0]["when"] == [{"key": "request.headers[authorization]",
+                                               "values": ["*"]}]
+    assert ap["spec"]["rules"][1] == {"when": [{"key": "request.headers[contextuser]",
+                                                "values": ["*"]}]}
     # Same policy as the chart renders for examples/istio.yaml.
     assert ap["spec"]["rules"][1]["when"][0]["key"] == "request.headers[contextuser]"
 

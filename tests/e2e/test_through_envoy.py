@@ -378,9 +378,14 @@ def test_authz_down_fails_closed_and_recovers(fault_stack: LocalStack, api: Any)
     assert api.send(fault_stack, MYSELF, auth).status == 200
 
     fault_stack.stop_authz()
-    for headers in (auth, []):  # token or not: nothing passes while the check cannot run
+    # Anything with credentials fails closed while the Check cannot run ...
+    for headers in (auth, [("Authorization", api.basic("alice", "a-jira-password"))]):
         r = api.send(fault_stack, MYSELF, headers)
         assert r.status == 503 and not r.from_jira, (r.status, r.body)
+    # ... while a request without credentials never needed it (issue 15): Jira's own
+    # authentication answers, and a forged identity header is removed by Envoy.
+    r = api.send(fault_stack, MYSELF, [("contextUser", "admin")])
+    assert r.from_jira and identity(r) is None, (r.status, r.body)
 
     fault_stack.start_authz()
     r = poll(

@@ -246,7 +246,7 @@ def test_sigterm_under_load_loses_no_decision_and_no_audit_event(
                                    JIRA_AUTHZ_SERVER_GRACE_SECONDS="10",
                                    JIRA_AUTHZ_AUDIT_FLUSH_INTERVAL_SECONDS="2")}
     _, secret = asyncio.run(make_token(redis_url, prefix, user="alice"))
-    serve = subprocess.Popen([sys.executable, "-m", "authz", "serve"], env=env,
+    serve = subprocess.Popen([sys.executable, "-m", "authz", "serve", "--workers", "1"], env=env,
                              stderr=open(tmp_path / "serve.log", "w"))  # noqa: SIM115
     try:
         _wait_port(env["JIRA_AUTHZ_LISTEN_CHECK"])

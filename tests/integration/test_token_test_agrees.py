@@ -79,7 +79,8 @@ def served(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "JIRA_AUTHZ_LOG_LEVEL": "error",
     })
     log = open(tmp / "serve.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "authz", "serve"], env=env, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "authz", "serve", "--workers", "1"], env=env,
+                            stdout=log,
                             stderr=subprocess.STDOUT)
     try:
         check_ch = grpc.insecure_channel(f"127.0.0.1:{check}")

@@ -167,9 +167,13 @@ def test_envoy_round_robin_spreads_checks_over_the_workers(
         start_new_session=True)
     try:
         _until("envoy ready", http_ok_probe(f"http://{HOST}:{admin}/ready"), 20)
-        for _ in range(40):  # no credentials: a Check each, passed to the (absent) Jira
+        # A Jira password (not a token): a Check each, passed on to the (absent) Jira.
+        # Requests without Authorization would skip the Check (issue 15).
+        for _ in range(40):
+            req = urllib.request.Request(f"http://{HOST}:{listen}/rest/api/2/myself",
+                                         headers={"Authorization": "Basic YWxpY2U6cGFzc3dvcmQ="})
             with pytest.raises(urllib.error.HTTPError):
-                urllib.request.urlopen(f"http://{HOST}:{listen}/rest/api/2/myself", timeout=5)
+                urllib.request.urlopen(req, timeout=5)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)

@@ -289,8 +289,11 @@ def raw_request(
         conn.close()
 
 
+TOKEN_CALL = [("Authorization", "Basic YWxpY2U6eA==")]
+
+
 def test_fails_closed_without_authz(envoy_without_authz: int) -> None:
-    status, headers, _ = raw_request(envoy_without_authz, "/rest/api/2/myself")
+    status, headers, _ = raw_request(envoy_without_authz, "/rest/api/2/myself", TOKEN_CALL)
     assert status == 503
     assert "x-stub-jira" not in headers
 
@@ -311,23 +314,25 @@ def test_path_parameters_get_400_without_a_check(envoy_without_authz: int, path:
 
 
 def test_semicolon_in_query_still_checked(envoy_without_authz: int) -> None:
-    status, _, _ = raw_request(envoy_without_authz, "/rest/api/2/search?jql=a%3Bb;c")
+    status, _, _ = raw_request(envoy_without_authz, "/rest/api/2/search?jql=a%3Bb;c", TOKEN_CALL)
     assert status == 503  # reached ext_authz (which is down), not the `;` route
 
 
 @pytest.mark.parametrize("path", ["/rest/api/2/issue/A-1%2F..%2FB-2", "/rest/%5c..%5cB-2"])
 def test_escaped_slashes_rejected(envoy_without_authz: int, path: str) -> None:
-    status, headers, _ = raw_request(envoy_without_authz, path)
-    assert status == 400
-    assert "x-stub-jira" not in headers
+    for extra in ([], TOKEN_CALL):
+        status, headers, _ = raw_request(envoy_without_authz, path, extra)
+        assert status == 400
+        assert "x-stub-jira" not in headers
 
 
 def test_header_with_underscore_rejected(envoy_without_authz: int) -> None:
-    status, headers, _ = raw_request(
-        envoy_without_authz, "/rest/api/2/myself", [("context_user", "admin")]
-    )
-    assert status == 400
-    assert "x-stub-jira" not in headers
+    for extra in ([], TOKEN_CALL):
+        status, headers, _ = raw_request(
+            envoy_without_authz, "/rest/api/2/myself", [("context_user", "admin"), *extra]
+        )
+        assert status == 400
+        assert "x-stub-jira" not in headers
 
 
 def test_client_ip_conflict_detects_contradicting_hops() -> None:
@@ -338,3 +343,158 @@ def test_client_ip_conflict_detects_contradicting_hops() -> None:
         assert "xff_num_trusted_hops is 0" in (envoy_config.client_ip_conflict(cfg, 1) or "")
         assert "use_remote_address" in (
             envoy_config.client_ip_conflict(cfg, 0, envoy_appends_peer=False) or "")
+
+
+# --- only token calls reach the Check (docs/product.md §3, issue 15) ----------------------------
+
+
+def _routes(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    return hcm(cfg)["route_config"]["virtual_hosts"][0]["routes"]
+
+
+def _ext_authz(cfg: dict[str, Any]) -> dict[str, Any]:
+    (authz,) = [f["typed_config"] for f in hcm(cfg)["http_filters"] if "ext_authz" in f["name"]]
+    return authz
+
+
+def _checked(route: dict[str, Any]) -> bool:
+    per = route.get("typed_per_filter_config", {}).get("envoy.filters.http.ext_authz", {})
+    return "direct_response" not in route and not per.get("disabled")
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_no_credentials_route(path: Path) -> None:
+    """Requests without Authorization take a route without a Check that strips the identity
+    header; it comes before every route that runs the Check, and the Check's answer never
+    re-selects the route (clear_route_cache off)."""
+    cfg = envoy_config.load(path)
+    routes = _routes(cfg)
+    names = [r["name"] for r in routes]
+    i = names.index(envoy_config.NO_CREDENTIALS_ROUTE)
+    route = routes[i]
+    assert route["match"] == {"prefix": "/", "headers": [
+        {"name": "authorization", "present_match": True, "invert_match": True}]}
+    assert route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True
+    assert [h.lower() for h in route["request_headers_to_remove"]] == [IDENTITY]
+    assert route["route"]["cluster"] == "jira"
+    assert not any(_checked(r) for r in routes[:i])
+    assert all(_checked(r) for r in routes[i + 1:])
+    assert not _ext_authz(cfg).get("clear_route_cache", False)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_check_gets_only_the_headers_it_reads(path: Path) -> None:
+    from authz.envoyauth.request import HEADERS_READ
+
+    patterns = _ext_authz(envoy_config.load(path))["allowed_headers"]["patterns"]
+    assert all(p.get("ignore_case") is True and set(p) == {"exact", "ignore_case"}
+               for p in patterns)
+    assert sorted(p["exact"] for p in patterns) == sorted({*HEADERS_READ, IDENTITY})
+
+
+@pytest.mark.parametrize("deny", [False, True])
+def test_for_server_sets_identity_header_and_policy(envoy_bin: str, tmp_path: Path,
+                                                    deny: bool) -> None:
+    """The local stack's Envoy says what its server would: the configured identity header is
+    stripped and sent to the Check, and `deny` answers the server's own 401 without a Check."""
+    from authz.domain.decide import Policy, not_a_token
+    from authz.domain.model import Reason
+    from authz.envoyauth.response import ResponseBuilder
+
+    cfg = envoy_config.for_server(envoy_config.load(envoy_config.SIDECAR),
+                                  identity_header="X-Run-As", deny_unauthenticated=deny,
+                                  realm="Corp")
+    validate(envoy_bin, envoy_config.write(cfg, tmp_path / "e.yaml"))
+    routes = {r["name"]: r for r in _routes(cfg)}
+    route = routes[envoy_config.NO_CREDENTIALS_ROUTE]
+    assert routes["jira-authz-console"]["request_headers_to_remove"] == ["authorization",
+                                                                         "X-Run-As"]
+    exact = {p["exact"] for p in _ext_authz(cfg)["allowed_headers"]["patterns"]}
+    assert "x-run-as" in exact and IDENTITY not in exact
+    if not deny:
+        assert route["request_headers_to_remove"] == ["X-Run-As"]
+        assert "direct_response" not in route
+        return
+    assert "route" not in route
+    server = ResponseBuilder(identity_header="x-run-as", realm="Corp").build(
+        not_a_token(Policy(deny_unauthenticated=True), Reason.NO_CREDENTIALS, ""))
+    denied = server.denied_response
+    assert route["direct_response"]["status"] == denied.status.code == 401
+    assert route["direct_response"]["body"]["inline_string"] == denied.body
+    envoy_headers = {h["header"]["key"]: h["header"]["value"]
+                     for h in route["response_headers_to_add"]}
+    assert envoy_headers == {h.header.key: h.header.value for h in denied.headers}
+
+
+# Raw requests whose Authorization Envoy must still see (and so ask the dead authz: 503).
+AUTHORIZATION_SPELLINGS = [
+    b"AUTHORIZATION: Basic YWxpY2U6eA==\r\n",
+    b"aUtHoRiZaTiOn: Bearer jat_x\r\n",
+    b"Authorization:\r\n",
+    b"Authorization: \r\n",
+    b"Authorization: Basic YWxpY2U6eA==\r\nAuthorization: Basic Ym9iOnk=\r\n",
+    b"Authorization: Basic\r\n\tYWxpY2U6eA==\r\n",  # obsolete line folding
+]
+
+
+def _echo(out: bytes) -> dict[str, Any]:
+    """What the stub Jira received: its X-Stub-Echo header, else its body."""
+    head, _, body = out.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"x-stub-echo:"):
+            return dict(json.loads(line.split(b":", 1)[1]))
+    return dict(json.loads(body))
+
+
+def _raw(port: int, headers: bytes, path: bytes = b"/rest/api/2/myself") -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: jira\r\n" + headers
+                  + b"Connection: close\r\n\r\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+@pytest.mark.parametrize("spelling", AUTHORIZATION_SPELLINGS)
+def test_any_authorization_spelling_still_gets_the_check(envoy_without_authz: int,
+                                                         spelling: bytes) -> None:
+    out = _raw(envoy_without_authz, spelling + b"contextUser: admin\r\n")
+    status = out.split(b"\r\n", 1)[0]
+    # 503: the Check was asked (nothing listens) — or 400 for a line Envoy refuses outright.
+    assert status in (b"HTTP/1.1 503 Service Unavailable", b"HTTP/1.1 400 Bad Request"), out
+    assert b"x-stub-jira" not in out.lower()
+
+
+@pytest.mark.parametrize("spelling", [b"Authorization : x\r\n", b"Authorization\t: x\r\n"])
+def test_malformed_authorization_lines_are_refused(envoy_without_authz: int,
+                                                   spelling: bytes) -> None:
+    out = _raw(envoy_without_authz, spelling)
+    assert out.startswith(b"HTTP/1.1 400 "), out
+    assert b"x-stub-jira" not in out.lower()
+
+
+@pytest.mark.parametrize("spoof", [
+    b"contextUser: admin\r\n",
+    b"CONTEXTUSER: admin\r\ncontextuser: root\r\n",
+    b"ContextUser: admin\r\nContextUser: admin\r\n",
+    b"contextUser:admin\r\n",
+    b"x-http-method-override: DELETE\r\ncontextUser: admin\r\n",
+])
+def test_no_credentials_pass_without_a_check_and_lose_the_identity_header(
+        envoy_without_authz: int, spoof: bytes) -> None:
+    """No Authorization: Jira answers although jira-authz is down (no Check), and neither the
+    spoofed identity header (any case, repeated) nor an override header reaches it."""
+    out = _raw(envoy_without_authz, spoof)
+    assert out.startswith(b"HTTP/1.1 200 "), out
+    echo = _echo(out)
+    assert IDENTITY not in {k.lower() for k in echo["headers"]}, echo["headers"]
+    assert "x-http-method-override" not in {k.lower() for k in echo["headers"]}
+    assert echo["path"] == "/rest/api/2/myself"
+
+
+def test_no_credentials_paths_are_normalised(envoy_without_authz: int) -> None:
+    out = _raw(envoy_without_authz, b"", path=b"/rest/api/2/x/../myself//")
+    assert _echo(out)["path"] == "/rest/api/2/myself/"

@@ -725,3 +725,46 @@ def test_direct_fullmatch_agrees_with_the_public_api(pattern: str, text: str) ->
     assert engine.matcher(text)(regex._regexp) is want
     assert engine.fullmatch(regex._regexp, text) is want
     assert engine.fullmatch(engine.compile_program(pattern), text) is want if pattern else True
+
+
+def test_identical_lines_share_one_compiled_program() -> None:
+    """Issue 15: the same restriction line on many tokens is one RE2 program, not one each."""
+    from authz.domain.limits.programs import PROGRAMS
+
+    line = "[get]https://jira.example.com/rest/api/2/issue/SHARED-\\d+"
+    a = compile_limits((line,))
+    b = compile_limits((line, "[post].*/rest/api/2/search"))
+    assert a is not b
+    assert a[0][2] is b[0][2]
+    clause = "https://.*/rest/api/2/issue[JsonData::fields.project.key==SHARED]"
+    c = compile_limits((clause,))
+    d = compile_limits((clause, line))
+    assert c[0][3][0][2] is d[0][3][0][2]
+    before = PROGRAMS.compiled
+    compile_limits((line, clause, "[get].*/rest/api/2/myself/only-in-this-test"))
+    assert PROGRAMS.compiled == before + 1
+
+
+def test_program_cache_is_bounded_and_errors_are_not_kept() -> None:
+    from authz.domain.limits.programs import Programs
+
+    progs = Programs(capacity=2)
+    calls: list[str] = []
+
+    def comp(p: str) -> object:
+        calls.append(p)
+        if p == "bad":
+            raise ValueError(p)
+        return object()
+
+    x = progs.get("a", comp)
+    assert progs.get("a", comp) is x
+    progs.get("b", comp)
+    progs.get("c", comp)
+    assert len(progs) == 2
+    assert progs.get("a", comp) is not x  # evicted, compiled again
+    with pytest.raises(ValueError):
+        progs.get("bad", comp)
+    with pytest.raises(ValueError):
+        progs.get("bad", comp)
+    assert calls.count("bad") == 2 and len(progs) == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from authz.config import load_config
@@ -31,3 +33,68 @@ def test_admin_port_inside_the_worker_ports_is_refused() -> None:
         check_no_port_clash(load_config(environ={
             "JIRA_AUTHZ_LISTEN_ADMIN": "127.0.0.1:9300",
             "JIRA_AUTHZ_LISTEN_METRICS": "0.0.0.0:9193"}), 4)
+
+
+# --- every core by default (issue 15) ---------------------------------------------------------
+
+
+def _cgroup(tmp_path: Path, v2: str | None = None, v1: tuple[str, str] | None = None) -> str:
+    if v2 is not None:
+        (tmp_path / "cpu.max").write_text(v2)
+    if v1 is not None:
+        (tmp_path / "cpu").mkdir()
+        (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text(v1[0])
+        (tmp_path / "cpu" / "cpu.cfs_period_us").write_text(v1[1])
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(("v2", "v1", "limit"), [
+    ("max 100000\n", None, None),
+    ("150000 100000\n", None, 1.5),
+    ("50000 100000\n", None, 0.5),
+    (None, ("200000", "100000"), 2.0),
+    (None, ("-1", "100000"), None),
+    (None, None, None),
+    ("garbage\n", None, None),
+])
+def test_cgroup_cpu_limit(tmp_path: Path, v2: str | None, v1: tuple[str, str] | None,
+                          limit: float | None) -> None:
+    from authz.workers import cgroup_cpu_limit
+
+    assert cgroup_cpu_limit(_cgroup(tmp_path, v2, v1)) == limit
+
+
+def test_default_workers_is_cores_capped_by_the_cpu_limit(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import authz.workers as w
+
+    monkeypatch.setattr(w.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert w.default_workers(str(tmp_path)) == 4  # no cgroup files: no limit
+    for quota, expected in (("150000 100000", 2), ("50000 100000", 1), ("800000 100000", 4),
+                            ("max 100000", 4)):
+        d = tmp_path / quota.replace(" ", "_")
+        d.mkdir()
+        assert w.default_workers(_cgroup(d, quota)) == expected, quota
+
+
+def test_serve_runs_every_core_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` without --workers (or with 0) supervises default_workers() processes; 1 serves
+    in-process."""
+    import authz.cli.main as cli
+    import authz.server
+    import authz.workers as w
+
+    calls: list[object] = []
+    monkeypatch.setattr(w, "default_workers", lambda: 3)
+    monkeypatch.setattr(w, "run", lambda cfg, n, extra: calls.append(n) or 0)
+
+    async def fake_serve(cfg: object) -> None:
+        calls.append("in-process")
+
+    monkeypatch.setattr(authz.server, "serve", fake_serve)
+    for argv, expected in ((["serve"], 3), (["serve", "--workers", "0"], 3),
+                           (["serve", "--workers", "2"], 2),
+                           (["serve", "--workers", "1"], "in-process")):
+        calls.clear()
+        assert cli.main(argv) == 0
+        assert calls == [expected], argv

@@ -18,6 +18,8 @@ from typing import Any
 
 import re2
 
+from authz.domain.limits.programs import PROGRAMS
+
 Program = Any
 """A compiled line regex (no public type): what ``matcher`` runs."""
 
@@ -57,7 +59,12 @@ DIRECT = _FULL is not None
 
 
 def compile_program(pattern: str) -> Program:
-    """The program for ``pattern``; RegexError with RE2's reason when it cannot run it."""
+    """The program for ``pattern``, shared by every line with the same pattern text (programs
+    cost kilobytes each); RegexError with RE2's reason when it cannot run it."""
+    return PROGRAMS.get(pattern, _compile_program)
+
+
+def _compile_program(pattern: str) -> Program:
     try:
         compiled = re2.compile(pattern, options=_OPTIONS)
     except re2.error as e:
