@@ -7,11 +7,15 @@ import base64
 import http.client
 import json
 import socket
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from authz.stack import stub_jira
+from authz.stack.processes import Child, http_ok_probe, tcp_probe, wait_until
 
 HOST = "127.0.0.1"
 
@@ -69,3 +73,23 @@ def send_raw(port: int, request: bytes, *, timeout: float = 10) -> Reply:
         resp = http.client.HTTPResponse(s)
         resp.begin()
         return read_reply(resp)
+
+
+@contextmanager
+def stub_and_envoy(envoy_bin: str, config: Path, work: Path, *, stub_port: int,
+                   admin_port: int, listener_port: int) -> Iterator[None]:
+    """A stub Jira on ``stub_port`` and an Envoy on ``config``, both ready; stopped after."""
+    stub = Child("stub", [sys.executable, "-m", "authz.stack.stub_jira", "--port",
+                          str(stub_port)], work / "stub.log")
+    envoy = Child("envoy", [envoy_bin, "-c", str(config), "--disable-hot-restart",
+                            "--concurrency", "1"], work / "envoy.log")
+    try:
+        stub.start()
+        wait_until("stub", tcp_probe(HOST, stub_port), child=stub)
+        envoy.start()
+        wait_until("envoy", http_ok_probe(f"http://{HOST}:{admin_port}/ready"), child=envoy)
+        wait_until("envoy listener", tcp_probe(HOST, listener_port), child=envoy)
+        yield
+    finally:
+        envoy.stop()
+        stub.stop()

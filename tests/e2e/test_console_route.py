@@ -6,21 +6,17 @@ from __future__ import annotations
 
 import http.client
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from envoy_http import stub_and_envoy
 
 from authz.stack import envoy_config
 from authz.stack.processes import (
-    Child,
     StackError,
     find_envoy,
     free_port,
-    http_ok_probe,
-    tcp_probe,
-    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -40,20 +36,9 @@ def envoy_port(request: pytest.FixtureRequest,
         # The console's cluster points at the echo server, so what reaches "the console" shows.
         clusters={"jira": ("127.0.0.1", echo), "jira_authz": ("127.0.0.1", free_port()),
                   envoy_config.CONSOLE_CLUSTER: ("127.0.0.1", echo)})
-    stub = Child("stub", [sys.executable, "-m", "authz.stack.stub_jira", "--port", str(echo)],
-                 work / "stub.log")
-    envoy = Child("envoy", [envoy_bin, "-c", str(path), "--disable-hot-restart",
-                            "--concurrency", "1"], work / "envoy.log")
-    try:
-        stub.start()
-        wait_until("stub", tcp_probe("127.0.0.1", echo), child=stub)
-        envoy.start()
-        wait_until("envoy", http_ok_probe(f"http://127.0.0.1:{admin}/ready"), child=envoy)
-        wait_until("envoy listener", tcp_probe("127.0.0.1", port), child=envoy)
+    with stub_and_envoy(envoy_bin, path, work, stub_port=echo, admin_port=admin,
+                        listener_port=port):
         yield port
-    finally:
-        envoy.stop()
-        stub.stop()
 
 
 def _get(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:

@@ -16,16 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from envoy_http import stub_and_envoy
 
 from authz.stack import envoy_config
 from authz.stack.processes import (
-    Child,
     StackError,
     find_envoy,
     free_port,
-    http_ok_probe,
-    tcp_probe,
-    wait_until,
 )
 
 DEPLOY = envoy_config.deploy_dir()
@@ -241,8 +238,6 @@ def test_sidecar_addresses() -> None:
 
 @pytest.fixture(scope="module")
 def envoy_without_authz(envoy_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    import sys
-
     work = tmp_path_factory.mktemp("envoy-alone")
     stub_port, envoy_port, admin_port = free_port(), free_port(), free_port()
     dead_authz_port = free_port()  # nothing listens: every Check is a connection failure
@@ -252,26 +247,9 @@ def envoy_without_authz(envoy_bin: str, tmp_path_factory: pytest.TempPathFactory
         clusters={"jira": ("127.0.0.1", stub_port), "jira_authz": ("127.0.0.1", dead_authz_port)},
         path=work / "envoy.yaml",
     )
-    stub = Child(
-        "stub",
-        [sys.executable, "-m", "authz.stack.stub_jira", "--port", str(stub_port)],
-        work / "stub.log",
-    )
-    envoy = Child(
-        "envoy",
-        [envoy_bin, "-c", str(path), "--disable-hot-restart", "--concurrency", "1"],
-        work / "envoy.log",
-    )
-    try:
-        stub.start()
-        wait_until("stub", tcp_probe("127.0.0.1", stub_port), child=stub)
-        envoy.start()
-        wait_until("envoy", http_ok_probe(f"http://127.0.0.1:{admin_port}/ready"), child=envoy)
-        wait_until("envoy listener", tcp_probe("127.0.0.1", envoy_port), child=envoy)
+    with stub_and_envoy(envoy_bin, path, work, stub_port=stub_port, admin_port=admin_port,
+                        listener_port=envoy_port):
         yield envoy_port
-    finally:
-        envoy.stop()
-        stub.stop()
 
 
 def raw_request(
