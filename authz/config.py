@@ -36,6 +36,10 @@ class ConfigError(ValueError):
 class ListenConfig:
     check: str = "0.0.0.0:9191"
     """host:port of the Envoy ext_authz gRPC service."""
+    check_http1: str = "0.0.0.0:9291"
+    """host:port of the same Check over HTTP/1.1 behind Envoy's grpc_http1_reverse_bridge,
+    which every shipped Envoy config uses (a fraction of gRPC's cost per Check:
+    docs/performance.md); empty disables it (gRPC only, e.g. Istio)."""
     admin: str = "127.0.0.1:9190"
     """host:port of the admin gRPC API (never routed through Envoy)."""
     metrics: str = "0.0.0.0:9090"
@@ -351,6 +355,7 @@ def _validate(cfg: Config) -> None:
 
 def _validate_listen(cfg: Config) -> None:
     _check_hostport("listen.check", cfg.listen.check)
+    _check_hostport("listen.check_http1", cfg.listen.check_http1, allow_empty=True)
     _check_hostport("listen.admin", cfg.listen.admin, allow_empty=True)
     _check_hostport("listen.metrics", cfg.listen.metrics, allow_empty=True)
 

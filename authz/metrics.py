@@ -53,6 +53,11 @@ REVOCATION_PROPAGATION = Histogram(
     "Delay from a token change being published to this replica applying it",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+CHECK_HTTP1_REFUSED = Counter(
+    "jira_authz_check_http1_refused_total",
+    "Requests on the HTTP/1.1 Check port answered without a decision, by HTTP status",
+    ["status"],
+)
 REDIS_UP = Gauge("jira_authz_redis_up", "1 when the last readiness PING to Redis succeeded")
 BUILD = Info("jira_authz_build", "Version of the running jira-authz")
 

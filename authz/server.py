@@ -12,8 +12,9 @@ import gc
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
@@ -28,6 +29,7 @@ from authz.adapters.redis_store import RedisTokenStore, StoreUnavailable
 from authz.adapters.sentinel_watch import watch_failovers
 from authz.adapters.token_cache import TokenCache
 from authz.admin.grpc_api import build_admin_server
+from authz.check_http1 import CheckHttp1Server
 from authz.config import Config
 from authz.domain import limits
 from authz.domain.model import Decision, HttpRequest
@@ -41,6 +43,7 @@ from authz.tracing import Tracing
 from authz.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
+_R = TypeVar("_R")
 access_log = logging.getLogger("authz.access")
 
 CHECK_SERVICE = "envoy.service.auth.v3.Authorization"
@@ -65,16 +68,25 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
+        return await self.answer(request, context.invocation_metadata(), self.responses.build)
+
+    async def answer_bytes(self, request: external_auth_pb2.CheckRequest,
+                           metadata: list[tuple[str, str]]) -> bytes:
+        """The serialized answer, for the HTTP/1.1 port (authz.check_http1)."""
+        return await self.answer(request, metadata, self.responses.serialized)
+
+    async def answer(self, request: external_auth_pb2.CheckRequest, metadata: Any,
+                     build: Callable[[Decision], _R]) -> _R:
+        """Translate, decide, build the answer; the one path of both transports."""
         started = time.perf_counter()
         self.inflight += 1
         self.started += 1
         try:
-            metadata = context.invocation_metadata()
             with self.tracing.check_span(metadata) as span:
                 req = to_http_request(request, metadata)
                 decision = await self.service.check(req)
                 self.tracing.annotate(span, req, decision)
-            response = self.responses.build(decision)
+            response = build(decision)
         finally:
             self.inflight -= 1
         self.completed += 1
@@ -160,6 +172,10 @@ class Server:
         self.port = self.grpc.add_insecure_port(cfg.listen.check)
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen.check}")
+        self.check_http1 = (
+            CheckHttp1Server(self.servicer.answer_bytes, lambda: self.ready)
+            if cfg.listen.check_http1 else None
+        )
         self.admin = build_admin_server(self.redis, cfg) if cfg.listen.admin else None
         self.console = _build_console(cfg, self.redis) if cfg.console.listen else None
         self._unregister_metrics = metrics.register_runtime(self.cache, self.audit)
@@ -170,6 +186,7 @@ class Server:
         self._failovers: asyncio.Task[None] | None = None
         self._metrics_http: Any = None
         self.ready = False
+        self.check_http1_port = 0
 
     async def start(self) -> None:
         if self.cfg.listen.metrics:
@@ -180,6 +197,9 @@ class Server:
         await self.cache.start()
         await self.audit.start()
         await self.grpc.start()
+        if self.check_http1 is not None:
+            host, port = split_hostport(self.cfg.listen.check_http1)
+            self.check_http1_port = await self.check_http1.start(host, port)
         if self.admin is not None:
             await self.admin.start()
         self.lifecycle.start()
@@ -239,7 +259,10 @@ class Server:
             await self.console.stop()
         if self.admin is not None:
             await self.admin.stop(grace)
-        await self.grpc.stop(grace)
+        if self.check_http1 is not None:
+            await asyncio.gather(self.grpc.stop(grace), self.check_http1.stop(grace))
+        else:
+            await self.grpc.stop(grace)
         remaining = max(1.0, grace - (time.monotonic() - started))
         await self.audit.close(timeout=remaining)
         # After the drain and the audit flush: an event whose delivery is cut short stays

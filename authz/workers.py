@@ -86,27 +86,36 @@ def default_workers(root: str = "/sys/fs/cgroup") -> int:
     return max(1, cores)
 
 
-def worker_check_addresses(check: str, workers: int) -> list[str]:
+def worker_check_addresses(check: str, workers: int, key: str = "listen.check") -> list[str]:
     """``host:port`` of each worker: consecutive ports from the configured check port."""
     host, port = split_hostport(check)
     if port == 0:
-        raise ValueError("listen.check: --workers needs a fixed port, not 0")
+        raise ValueError(f"{key}: --workers needs a fixed port, not 0")
     if port + workers - 1 > 65535:
-        raise ValueError(f"listen.check: ports {port}..{port + workers - 1} exceed 65535")
+        raise ValueError(f"{key}: ports {port}..{port + workers - 1} exceed 65535")
     return [f"{host}:{port + i}" for i in range(workers)]
 
 
 def check_no_port_clash(cfg: Config, workers: int) -> None:
-    """The workers' consecutive check ports (9191, 9192, ... by default) must not take the admin
-    or metrics port (defaults 9190 and 9090, below them): refuse at start, naming the keys."""
-    _, first = split_hostport(cfg.listen.check)
-    taken = range(first, first + workers)
-    for key, addr in (("listen.admin", cfg.listen.admin), ("listen.metrics", cfg.listen.metrics)):
-        if addr and split_hostport(addr)[1] in taken:
-            raise ValueError(
-                f"{key} {addr} falls in the worker check ports {first}..{first + workers - 1}:"
-                f" move it (or listen.check) so {workers} consecutive ports are free"
-            )
+    """The workers' consecutive check ports (9191, 9192, ... by default; the HTTP/1.1 ones from
+    9291) must not take each other's or the admin or metrics port: refuse at start, naming the
+    keys."""
+    ranges = [("listen.check", cfg.listen.check)]
+    if cfg.listen.check_http1:
+        ranges.append(("listen.check_http1", cfg.listen.check_http1))
+    singles = [(k, a) for k, a in (("listen.admin", cfg.listen.admin),
+                                   ("listen.metrics", cfg.listen.metrics)) if a]
+    for i, (rkey, raddr) in enumerate(ranges):
+        _, first = split_hostport(raddr)
+        last = first + workers - 1
+        for key, addr, width in ([(k, a, 1) for k, a in singles]
+                                 + [(k, a, workers) for k, a in ranges[:i]]):
+            port = split_hostport(addr)[1]
+            if port <= last and first <= port + width - 1:
+                raise ValueError(
+                    f"{key} {addr} overlaps the worker ports of {rkey} ({first}..{last}):"
+                    f" move one of them so every worker has its own ports"
+                )
 
 
 def _free_local_port() -> int:
@@ -122,6 +131,8 @@ class Worker:
     metrics: str
     """Private 127.0.0.1 metrics address, or "" when metrics are off."""
     admin: str
+    check_http1: str = ""
+    """This worker's HTTP/1.1 Check address, or "" when that port is off."""
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -131,6 +142,7 @@ class Worker:
     def env(self, base: Mapping[str, str]) -> dict[str, str]:
         env = dict(base)
         env[f"{ENV_PREFIX}LISTEN_CHECK"] = self.check
+        env[f"{ENV_PREFIX}LISTEN_CHECK_HTTP1"] = self.check_http1
         env[f"{ENV_PREFIX}LISTEN_METRICS"] = self.metrics
         env[f"{ENV_PREFIX}LISTEN_ADMIN"] = self.admin
         if self.index > 0:  # worker 0 alone serves the console (its sessions live there)
@@ -156,11 +168,15 @@ class Supervisor:
             raise ValueError("--workers must be >= 1")
         check_no_port_clash(self.cfg, self.workers)
         checks = worker_check_addresses(self.cfg.listen.check, self.workers)
+        http1 = (worker_check_addresses(self.cfg.listen.check_http1, self.workers,
+                                        "listen.check_http1")
+                 if self.cfg.listen.check_http1 else [""] * self.workers)
         metrics_on = bool(self.cfg.listen.metrics)
         self.slots = [
             Worker(
                 index=i,
                 check=checks[i],
+                check_http1=http1[i],
                 metrics=f"127.0.0.1:{_free_local_port()}" if metrics_on else "",
                 admin=self.cfg.listen.admin if i == 0 else "",
             )

@@ -53,17 +53,32 @@ class SyncAllow(external_auth_pb2_grpc.AuthorizationServicer):
         return ALLOW
 
 
-async def _serve_aio(addr: str, work_us: float = 0.0) -> None:
+async def _serve_aio(addr: str, work_us: float = 0.0, http1: str = "") -> None:
     server = grpc.aio.server(options=OPTIONS)
     servicer = AsyncBusyAllow(work_us) if work_us > 0 else AsyncAllow()
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server)
     server.add_insecure_port(addr)
     await server.start()
+    bridged = None
+    if http1:
+        # jira-authz's own HTTP/1.1 Check transport (authz.check_http1) answering a constant.
+        from authz.check_http1 import CheckHttp1Server
+        from authz.domain.network import split_hostport
+
+        allow = ALLOW.SerializeToString()
+
+        async def answer(request: object, metadata: object) -> bytes:
+            return allow
+
+        bridged = CheckHttp1Server(answer, lambda: True)
+        await bridged.start(*split_hostport(http1))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for s in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(s, stop.set)
     await stop.wait()
+    if bridged is not None:
+        await bridged.stop(1)
     await server.stop(1)
 
 
@@ -86,13 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=16)
     p.add_argument("--work-us", type=float, default=0.0,
                    help="aio: spin this many microseconds in every Check before allowing")
+    p.add_argument("--http1", default="",
+                   help="aio: also answer the Check over HTTP/1.1 (Envoy's bridge) on host:port")
     p.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
                    help="aio: the loop (asyncio: the stock server; uvloop: jira-authz's lever)")
     args = p.parse_args(argv)
     if args.mode == "aio":
         from authz import event_loop
 
-        event_loop.run(_serve_aio(args.listen, args.work_us), args.event_loop)
+        event_loop.run(_serve_aio(args.listen, args.work_us, args.http1), args.event_loop)
     else:
         _serve_threads(args.listen, args.threads)
     return 0

@@ -138,6 +138,8 @@ class Target:
     envoy_port: int = 0
     metrics_url: str = ""
     uses_redis: bool = False
+    http1_ports: list[int] = field(default_factory=list)
+    """HTTP/1.1 Check ports (Envoy's bridge); empty: Envoy calls the gRPC ports directly."""
 
     def server_pids(self) -> list[int]:
         return [pid for srv in self.servers for pid in srv.pids()]
@@ -200,13 +202,15 @@ class Bench:
             "--appendonly", "no", "--dir", str(self.workdir)])
         wait_until("redis", redis_ping_probe(self.redis_url), timeout=20)
 
-    def authz_env(self, check_port: int, metrics_port: int) -> dict[str, str]:
+    def authz_env(self, check_port: int, metrics_port: int, http1_port: int = 0
+                  ) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("JIRA_AUTHZ_")}
         env.update({
             "JIRA_AUTHZ_REDIS_URL": self.redis_url,
             "JIRA_AUTHZ_REDIS_KEY_PREFIX": PREFIX,
             "JIRA_AUTHZ_AUDIT_STREAM": f"{PREFIX}audit",
             "JIRA_AUTHZ_LISTEN_CHECK": f"{HOST}:{check_port}",
+            "JIRA_AUTHZ_LISTEN_CHECK_HTTP1": f"{HOST}:{http1_port}" if http1_port else "",
             "JIRA_AUTHZ_LISTEN_ADMIN": "",
             "JIRA_AUTHZ_LISTEN_METRICS": f"{HOST}:{metrics_port}",
             "JIRA_AUTHZ_LOG_LEVEL": "warning",
@@ -214,19 +218,25 @@ class Bench:
         return env
 
     def add_allow_all(self, name: str, label: str, procs: int, mode: str = "aio",
-                      work_us: float = 0.0, loop: str = "asyncio") -> Target:
+                      work_us: float = 0.0, loop: str = "asyncio", http1: bool = False
+                      ) -> Target:
         base = free_port_run(procs)
         ports = [base + i for i in range(procs)]
+        h1 = free_port_run(procs, avoid=set(ports)) if http1 else 0
+        http1_ports = [h1 + i for i in range(procs)] if http1 else []
         extra = ["--work-us", f"{work_us:g}"] if work_us else []
         extra += ["--event-loop", loop] if mode == "aio" else []
-        servers = [self.spawn(f"{name}-{i}", [PY, "-m", "bench.allow_all", "--listen",
-                                              f"{HOST}:{p}", "--mode", mode, *extra])
-                   for i, p in enumerate(ports)]
+        servers = [self.spawn(f"{name}-{i}", [
+            PY, "-m", "bench.allow_all", "--listen", f"{HOST}:{p}", "--mode", mode, *extra,
+            *(["--http1", f"{HOST}:{http1_ports[i]}"] if http1 else [])])
+            for i, p in enumerate(ports)]
         for srv, p in zip(servers, ports, strict=True):
             wait_until(f"{name} :{p}", grpc_health_probe(f"{HOST}:{p}", require_serving=False),
                        timeout=30)
             srv.check()
-        t = Target(name, label, servers, ports)
+        for p in http1_ports:
+            wait_until(f"{name} http1 :{p}", tcp_probe(HOST, p), timeout=30)
+        t = Target(name, label, servers, ports, http1_ports=http1_ports)
         self.targets[name] = t
         return t
 
@@ -248,10 +258,13 @@ class Bench:
         return t
 
     def add_authz(self, name: str, label: str, workers: int, *, variant: str = "",
-                  threaded: bool = False, loop: str = "uvloop") -> Target:
+                  threaded: bool = False, loop: str = "uvloop", http1: bool = True) -> Target:
         base = free_port_run(workers)
+        h1 = free_port_run(workers, avoid=set(range(base, base + workers))) if (
+            http1 and not threaded) else 0
+        http1_ports = [h1 + i for i in range(workers)] if h1 else []
         metrics = free_port()
-        env = self.authz_env(base, metrics)
+        env = self.authz_env(base, metrics, h1)
         if threaded:
             argv = [PY, "-m", "bench.threaded_authz"]
         elif variant:
@@ -267,9 +280,11 @@ class Bench:
         if not threaded:
             wait_until(f"{name} metrics", tcp_probe(HOST, metrics), timeout=30)
         srv.check()
+        for p in http1_ports:
+            wait_until(f"{name} http1 :{p}", tcp_probe(HOST, p), timeout=30)
         t = Target(name, label, [srv], ports,
                    metrics_url="" if threaded else f"http://{HOST}:{metrics}/metrics",
-                   uses_redis=True)
+                   uses_redis=True, http1_ports=http1_ports)
         self.targets[name] = t
         return t
 
@@ -277,7 +292,8 @@ class Bench:
                   **levers: bool) -> Target:
         port, admin = free_port(), free_port()
         cfg = envoy.build(listener_port=port, admin_port=admin,
-                          authz_ports=t.check_ports if t else None, **levers)
+                          authz_ports=t.check_ports if t else None,
+                          http1_ports=t.http1_ports if t else None, **levers)
         path = self.workdir / f"envoy-{name}.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         proc = self.spawn(f"envoy-{name}", [
@@ -428,7 +444,11 @@ class Bench:
         return res
 
     def direct(self, t: Target, *, pin: bool = False, streams: int = 16) -> dict[str, Any]:
-        """The Check RPC without Envoy: one h2load per request body, each one connection."""
+        """The Check without Envoy: per request body, one h2load (gRPC, one connection,
+        ``streams`` concurrent) or, for a server behind the bridge, one wrk (HTTP/1.1 POSTs
+        as the bridge sends them, ``streams`` connections)."""
+        if t.http1_ports and not pin:
+            return self._direct_http1(t, streams)
         before = self._snap(t)
         procs = []
         prefix = ["taskset", "-c", "0"] if pin else []
@@ -455,6 +475,35 @@ class Bench:
         res.update(self._delta(t, before, after, done))
         return res
 
+    def _direct_http1(self, t: Target, conns: int) -> dict[str, Any]:
+        before = self._snap(t)
+        procs = []
+        for i, body in enumerate(self.bodies):
+            port = t.http1_ports[i % len(t.http1_ports)]
+            script = body.with_suffix(".lua")
+            script.write_text(
+                f'local f = io.open("{body}", "rb")\nlocal raw = f:read("*all")\nf:close()\n'
+                # the gRPC frame header (5 bytes) is what the bridge withholds
+                'wrk.method = "POST"\nwrk.body = string.sub(raw, 6)\n'
+                'wrk.headers["Content-Type"] = "application/x-protobuf"\n')
+            procs.append(subprocess.Popen(
+                ["wrk", "-t1", f"-c{conns}", f"-d{self.s.sat_duration:g}s", "-s", str(script),
+                 f"http://{HOST}:{port}/envoy.service.auth.v3.Authorization/Check"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        rps, done = 0.0, 0
+        for p in procs:
+            out, _ = p.communicate(timeout=self.s.sat_duration + 60)
+            m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+            total = re.search(r"(\d+) requests in", out)
+            if not m or not total or "Non-2xx" in out:
+                raise RuntimeError(f"wrk output not understood (or non-200 answers):\n{out}")
+            rps += float(m.group(1))
+            done += int(total.group(1))
+        after = self._snap(t)
+        res = {"rps": rps, "requests": done, "transport": "http1"}
+        res.update(self._delta(t, before, after, done))
+        return res
+
     # --- the plan ------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -471,26 +520,40 @@ class Bench:
         a = self.add_envoy(None, "a", "(a) Envoy, no ext_authz")
         b1 = self.add_envoy(self.add_allow_all("b1", "(b) stock allow-all grpc.aio, 1 proc", 1))
         b2 = self.add_envoy(self.add_allow_all("b2", "(b) stock allow-all grpc.aio, 2 procs", 2))
-        u1 = self.add_envoy(self.add_allow_all("u1", "(b) allow-all with c's levers (uvloop), "
-                                               "1 proc", 1, loop="uvloop"))
-        u2 = self.add_envoy(self.add_allow_all("u2", "(b) allow-all with c's levers (uvloop), "
-                                               "2 procs", 2, loop="uvloop"))
+        u1 = self.add_envoy(self.add_allow_all(
+            "u1", "(b) allow-all with c's levers (uvloop, HTTP/1.1 bridge), 1 proc", 1,
+            loop="uvloop", http1=True))
+        u2 = self.add_envoy(self.add_allow_all(
+            "u2", "(b) allow-all with c's levers (uvloop, HTTP/1.1 bridge), 2 procs", 2,
+            loop="uvloop", http1=True))
         c1 = self.add_envoy(self.add_authz("c1", "(c) jira-authz, 1 proc", 1))
         c2 = self.add_envoy(self.add_authz("c2", "(c) jira-authz, every core (2 procs)", 2))
         native = self.add_native("d1", "(d) native allow-all stub (C++)")
         d1 = self.add_envoy(native) if native else None
         # (e): c2's Envoy (the shipped config) with the mix stripped of credentials.
         e = Target("e", "(e) mix without credentials, shipped config (c2's Envoy)",
-                   c2.servers, c2.check_ports, c2.envoy, c2.envoy_port, c2.metrics_url, True)
+                   c2.servers, c2.check_ports, c2.envoy, c2.envoy_port, c2.metrics_url, True,
+                   c2.http1_ports)
         self.targets["e"] = e
+        # Lever off: the same servers, Envoy calling their gRPC ports (no bridge).
+        cg1 = Target("cg1", "lever off: c1 over gRPC (no HTTP/1.1 bridge)", c1.servers,
+                     c1.check_ports, metrics_url=c1.metrics_url, uses_redis=True)
+        self.add_envoy(cg1, "cg1")
+        self.targets["cg1"] = cg1
+        cg2 = Target("cg2", "lever off: c2 over gRPC (no HTTP/1.1 bridge)", c2.servers,
+                     c2.check_ports, metrics_url=c2.metrics_url, uses_redis=True)
+        self.add_envoy(cg2, "cg2")
+        self.targets["cg2"] = cg2
         ca1 = self.add_envoy(self.add_authz("ca1", "lever off: jira-authz 1 proc on asyncio", 1,
                                             loop="asyncio"))
         ch1 = Target("ch1", "lever off: c1 with every header sent to the Check",
-                     c1.servers, c1.check_ports, metrics_url=c1.metrics_url, uses_redis=True)
+                     c1.servers, c1.check_ports, metrics_url=c1.metrics_url, uses_redis=True,
+                     http1_ports=c1.http1_ports)
         self.add_envoy(ch1, "ch1", allowed_headers=False)
         self.targets["ch1"] = ch1
         cb1 = Target("cb1", "lever off: c1 with requests without Authorization checked too",
-                     c1.servers, c1.check_ports, metrics_url=c1.metrics_url, uses_redis=True)
+                     c1.servers, c1.check_ports, metrics_url=c1.metrics_url, uses_redis=True,
+                     http1_ports=c1.http1_ports)
         self.add_envoy(cb1, "cb1", no_credentials_route=False)
         self.targets["cb1"] = cb1
         n1 = self.add_envoy(self.add_authz("n1", "(c) jira-authz, 1 proc, audit off", 1,
@@ -507,7 +570,8 @@ class Bench:
             return self.raw
         self.log("warm-up (fills the caches)")
         warm = {t.name: self.fixed_rate(t, 500, duration=3)
-                for t in (a, b1, b2, u1, u2, c1, c2, ca1, ch1, cb1, n1) + ((d1,) if d1 else ())}
+                for t in (a, b1, b2, u1, u2, c1, c2, cg1, cg2, ca1, ch1, cb1, n1)
+                + ((d1,) if d1 else ())}
         self.raw["warmup_status"] = {k: v["status"] for k, v in warm.items()}
         if not s.rates:
             self.log("stock (b) saturation through Envoy, for the fixed rates")
@@ -518,8 +582,9 @@ class Bench:
         mid = s.rates[len(s.rates) // 2]
         self.mid_rate = mid
 
-        sat_targets = [a, b1, b2, u1, u2, c1, c2, e, ca1, ch1, cb1] + ([d1] if d1 else [])
-        direct_targets = [b1, b2, u1, u2, c1, c2, ca1, nc1] + ([d1] if d1 else [])
+        sat_targets = [a, b1, b2, u1, u2, c1, c2, cg1, cg2, e, ca1, ch1, cb1] + (
+            [d1] if d1 else [])
+        direct_targets = [b1, b2, u1, u2, c1, c2, cg1, cg2, ca1, nc1] + ([d1] if d1 else [])
         rate_targets = [b1, c1, b2, c2]
         runs: dict[str, list[dict[str, Any]]] = {}
 

@@ -43,6 +43,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "JIRA_AUTHZ_REDIS_URL": args.redis_url, "JIRA_AUTHZ_REDIS_KEY_PREFIX": prefix,
         "JIRA_AUTHZ_AUDIT_STREAM": f"{prefix}audit",
         "JIRA_AUTHZ_LISTEN_CHECK": f"127.0.0.1:{check}", "JIRA_AUTHZ_LISTEN_ADMIN": "",
+        "JIRA_AUTHZ_LISTEN_CHECK_HTTP1": "",
         "JIRA_AUTHZ_LISTEN_METRICS": f"127.0.0.1:{free_port()}",
     })
     server = Server(load_config())

@@ -60,6 +60,13 @@ async def _null_check(self: Any, request: Any, context: Any) -> Any:
     return _ALLOW
 
 
+_ALLOW_BYTES = _ALLOW.SerializeToString()
+
+
+async def _null_answer_bytes(self: Any, request: Any, metadata: Any) -> bytes:
+    return _ALLOW_BYTES
+
+
 async def _translate_only(self: Any, request: Any, context: Any) -> Any:
     to_http_request(request, context.invocation_metadata())
     return _ALLOW
@@ -74,6 +81,7 @@ async def _main(no_audit: bool, hiredis_pack: bool, null_check: bool, partial: s
                 gc_mode: str) -> None:
     if null_check:
         AuthorizationServicer.Check = _null_check  # type: ignore[method-assign]
+        AuthorizationServicer.answer_bytes = _null_answer_bytes  # type: ignore[method-assign]
     if partial:
         AuthorizationServicer.Check = {  # type: ignore[method-assign]
             "translate": _translate_only, "decide": _decide_only}[partial]

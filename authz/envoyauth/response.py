@@ -58,15 +58,29 @@ class ResponseBuilder:
         self.realm = realm
         self.upstream_authorization = upstream_authorization
         self._built: dict[tuple[object, ...], external_auth_pb2.CheckResponse] = {}
+        self._serialized: dict[tuple[object, ...], bytes] = {}
 
-    def build(self, decision: Decision) -> external_auth_pb2.CheckResponse:
+    @staticmethod
+    def _key(decision: Decision) -> tuple[object, ...]:
         outcome = decision.outcome
         if outcome is Outcome.ALLOW:
-            key: tuple[object, ...] = (outcome, decision.effective_user)
-        elif outcome is Outcome.PASS:
-            key = (outcome,)
-        else:
-            key = (outcome, decision.status, decision.reason, decision.message)
+            return (outcome, decision.effective_user)
+        if outcome is Outcome.PASS:
+            return (outcome,)
+        return (outcome, decision.status, decision.reason, decision.message)
+
+    def serialized(self, decision: Decision) -> bytes:
+        """``build``'s answer as bytes, kept too: the HTTP/1.1 port sends them as they are."""
+        key = self._key(decision)
+        out = self._serialized.get(key)
+        if out is None:
+            if len(self._serialized) >= CACHED_RESPONSES:
+                self._serialized.clear()
+            out = self._serialized[key] = self.build(decision).SerializeToString()
+        return out
+
+    def build(self, decision: Decision) -> external_auth_pb2.CheckResponse:
+        key = self._key(decision)
         response = self._built.get(key)
         if response is None:
             if len(self._built) >= CACHED_RESPONSES:

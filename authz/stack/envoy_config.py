@@ -18,6 +18,10 @@ import yaml
 
 SIDECAR = "sidecar.yaml"
 GATEWAY = "gateway.yaml"
+CHECK_CLUSTER = "jira_authz_http1"
+"""The jira-authz processes' HTTP/1.1 Check ports, behind the bridge listener (below)."""
+BRIDGE_LISTENER = "jira_authz_bridge"
+"""Envoy's internal listener that turns ext_authz's gRPC Check into an HTTP/1.1 POST."""
 CONSOLE_CLUSTER = "jira_authz_console"
 """The web console's cluster (docs/product.md §11), routed under its path prefix on Jira's host."""
 
@@ -101,7 +105,9 @@ def patch(
     cfg: dict[str, Any] = copy.deepcopy(dict(config))
     cfg.setdefault("admin", {})["address"] = _socket_address("127.0.0.1", admin_port)
 
-    listeners = cfg.get("static_resources", {}).get("listeners", [])
+    # Internal listeners (the Check's HTTP/1.1 bridge) have no address to patch.
+    listeners = [x for x in cfg.get("static_resources", {}).get("listeners", [])
+                 if "internal_listener" not in x]
     if listener_name is not None:
         listeners = [x for x in listeners if x.get("name") == listener_name]
     if len(listeners) != 1:
@@ -126,6 +132,21 @@ def patch(
             cluster["type"] = "STATIC"
             for f in _DNS_FIELDS:
                 cluster.pop(f, None)
+    return cfg
+
+
+def direct_grpc(config: Mapping[str, Any], host: str, ports: Sequence[int]) -> dict[str, Any]:
+    """A copy of a shipped config whose ext_authz calls gRPC ``host:ports`` directly, without
+    the HTTP/1.1 bridge (for a server that speaks only gRPC: the benchmark's allow-all rows)."""
+    cfg: dict[str, Any] = copy.deepcopy(dict(config))
+    res = cfg["static_resources"]
+    res["listeners"] = [x for x in res["listeners"] if x.get("name") != BRIDGE_LISTENER]
+    res["clusters"] = [c for c in res["clusters"] if c.get("name") != CHECK_CLUSTER]
+    cluster = next(c for c in res["clusters"] if c.get("name") == "jira_authz")
+    cluster["type"] = "STATIC"
+    cluster["lb_policy"] = "ROUND_ROBIN"
+    cluster["load_assignment"] = {"cluster_name": "jira_authz", "endpoints": [
+        {"lb_endpoints": [{"endpoint": {"address": _socket_address(host, p)}} for p in ports]}]}
     return cfg
 
 
@@ -162,7 +183,8 @@ def local_config(
 def _managers(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The HTTP connection managers of the Jira listener (``jira``; every listener without)."""
     out = []
-    listeners = config.get("static_resources", {}).get("listeners", [])
+    listeners = [x for x in config.get("static_resources", {}).get("listeners", [])
+                 if "internal_listener" not in x]
     named = [x for x in listeners if x.get("name") == "jira"]
     for listener in named or listeners:
         for chain in listener.get("filter_chains", []):

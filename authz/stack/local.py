@@ -94,7 +94,9 @@ class LocalStack:
         self.workers = workers
         self.check_port = free_port_run(workers)
         """Worker 0's check port; worker i listens on check_port + i (``--workers``)."""
-        taken = set(self.check_ports)
+        self.http1_port = free_port_run(workers, avoid=set(self.check_ports))
+        """Worker 0's HTTP/1.1 Check port (the one Envoy's bridge calls); worker i: + i."""
+        taken = set(self.check_ports) | set(self.http1_ports)
         self.admin_port = free_port_run(1, avoid=taken)
         self.metrics_port = free_port_run(1, avoid=taken | {self.admin_port})
         self.stub_port = free_port()
@@ -144,6 +146,15 @@ class LocalStack:
     def check_ports(self) -> list[int]:
         """Every worker's check port: each one an endpoint of Envoy's jira_authz cluster."""
         return [self.check_port + i for i in range(self.workers)]
+
+    @property
+    def http1_ports(self) -> list[int]:
+        """Every worker's HTTP/1.1 Check port: the endpoints of Envoy's jira_authz_http1."""
+        return [self.http1_port + i for i in range(self.workers)]
+
+    @property
+    def http1_addr(self) -> str:
+        return f"{HOST}:{self.http1_port}"
 
     @property
     def admin_url(self) -> str:
@@ -309,6 +320,7 @@ class LocalStack:
         env.update(
             {
                 f"{ENV_PREFIX}LISTEN_CHECK": self.check_addr,
+                f"{ENV_PREFIX}LISTEN_CHECK_HTTP1": self.http1_addr,
                 f"{ENV_PREFIX}LISTEN_ADMIN": self.admin_addr,
                 f"{ENV_PREFIX}LISTEN_METRICS": self.metrics_addr,
                 "PYTHONUNBUFFERED": "1",
@@ -338,7 +350,7 @@ class LocalStack:
         ``require_serving=False`` accepts NOT_SERVING (e.g. restarted while Redis is down).
         """
         self._write_authz_config()
-        for port in self.check_ports:
+        for port in self.check_ports + self.http1_ports:
             ensure_port_free(HOST, port, "authz check port")
         argv = [sys.executable, "-m", "authz", "serve", "--config", str(self.authz_config_path)]
         # Always explicit: `serve` defaults to one process per core, and Envoy lists exactly
@@ -360,6 +372,9 @@ class LocalStack:
                 child=self._authz,
                 timeout=self.start_timeout,
             )
+        for port in self.http1_ports:
+            wait_until(f"authz HTTP/1.1 check port {port}", tcp_probe(HOST, port),
+                       child=self._authz, timeout=self.start_timeout)
 
         if env.get(f"{ENV_PREFIX}CONSOLE_LISTEN"):
             wait_until("authz console", tcp_probe(HOST, self.console_port), child=self._authz,
@@ -387,7 +402,11 @@ class LocalStack:
                          hint="choose another with --port")
         ensure_port_free(HOST, self.envoy_admin_port, "envoy admin")
         clusters: dict[str, tuple[str, int | list[int]]] = {
-            "jira": (HOST, self.stub_port), "jira_authz": (HOST, self.check_ports)}
+            "jira": (HOST, self.stub_port)}
+        if envoy_config.has_cluster(self._envoy_config_name, envoy_config.CHECK_CLUSTER):
+            clusters[envoy_config.CHECK_CLUSTER] = (HOST, self.http1_ports)
+        else:  # a config calling the gRPC port directly
+            clusters["jira_authz"] = (HOST, self.check_ports)
         if envoy_config.has_cluster(self._envoy_config_name, envoy_config.CONSOLE_CLUSTER):
             clusters[envoy_config.CONSOLE_CLUSTER] = (HOST, self.console_port)
         server_cfg = load_config(self.authz_config_path, environ=self._authz_env())
@@ -536,6 +555,7 @@ def _print_info(stack: LocalStack) -> None:
         f"local users:          {LOCAL_USERS}",
         f"envoy admin:          {stack.envoy_admin_url}",
         f"authz check (gRPC):   {stack.check_addr}",
+        f"authz check (HTTP/1.1, Envoy's bridge): {stack.http1_addr}",
         f"authz admin (gRPC):   {stack.admin_addr}  (credential: {stack.admin_token_file})",
         f"authz metrics:        http://{stack.metrics_addr}/metrics",
         f"redis:                {stack.redis_url}",

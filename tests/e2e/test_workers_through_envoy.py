@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from authz.stack import envoy_config
 from authz.stack.local import LocalStack
 from authz.stack.processes import wait_until
 
@@ -30,10 +32,14 @@ def _checks_per_worker(stack: LocalStack) -> dict[str, float]:
 
 
 def test_envoy_gets_one_endpoint_per_worker_port(workers_stack: LocalStack) -> None:
-    text = Path(workers_stack.envoy_config_path).read_text()
-    ports = [int(p) for p in re.findall(r"port_value: (\d+)", text)]
-    assert set(workers_stack.check_ports) <= set(ports)
-    assert workers_stack.check_ports == [workers_stack.check_port, workers_stack.check_port + 1]
+    cfg = yaml.safe_load(Path(workers_stack.envoy_config_path).read_text())
+    (cluster,) = [c for c in cfg["static_resources"]["clusters"]
+                  if c["name"] == envoy_config.CHECK_CLUSTER]
+    ports = [e["endpoint"]["address"]["socket_address"]["port_value"]
+             for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    # The bridge's HTTP/1.1 cluster lists every worker's HTTP/1.1 Check port, in order.
+    assert ports == workers_stack.http1_ports
+    assert workers_stack.http1_ports == [workers_stack.http1_port, workers_stack.http1_port + 1]
 
 
 def test_checks_spread_over_both_workers_and_both_decide(

@@ -37,6 +37,7 @@ def server_env(redis_url: str, prefix: str, token_file: Path) -> dict[str, str]:
         "JIRA_AUTHZ_REDIS_KEY_PREFIX": prefix,
         "JIRA_AUTHZ_AUDIT_STREAM": prefix + "audit",
         "JIRA_AUTHZ_LISTEN_CHECK": f"127.0.0.1:{free_port()}",
+        "JIRA_AUTHZ_LISTEN_CHECK_HTTP1": "",
         "JIRA_AUTHZ_LISTEN_ADMIN": f"127.0.0.1:{free_port()}",
         "JIRA_AUTHZ_LISTEN_METRICS": "",
         "JIRA_AUTHZ_ADMIN_TOKEN_FILE": str(token_file),

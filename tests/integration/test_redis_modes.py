@@ -121,6 +121,7 @@ def _env(url: str, prefix: str, **extra: str) -> dict[str, str]:
         "JIRA_AUTHZ_REDIS_KEY_PREFIX": prefix,
         "JIRA_AUTHZ_AUDIT_STREAM": prefix + "audit",
         "JIRA_AUTHZ_LISTEN_CHECK": f"127.0.0.1:{free_port()}",
+        "JIRA_AUTHZ_LISTEN_CHECK_HTTP1": "",
         "JIRA_AUTHZ_LISTEN_ADMIN": "",
         "JIRA_AUTHZ_LISTEN_METRICS": "",
         "JIRA_AUTHZ_SERVER_READINESS_INTERVAL_SECONDS": "0.1",

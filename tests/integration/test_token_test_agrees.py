@@ -72,6 +72,7 @@ def served(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "JIRA_AUTHZ_REDIS_URL": redis_url, "JIRA_AUTHZ_REDIS_KEY_PREFIX": prefix,
         "JIRA_AUTHZ_AUDIT_STREAM": prefix + "audit",
         "JIRA_AUTHZ_LISTEN_CHECK": f"127.0.0.1:{check}",
+        "JIRA_AUTHZ_LISTEN_CHECK_HTTP1": "",
         "JIRA_AUTHZ_LISTEN_ADMIN": f"127.0.0.1:{admin}", "JIRA_AUTHZ_LISTEN_METRICS": "",
         "JIRA_AUTHZ_ADMIN_TOKEN_FILE": str(token_file),
         "JIRA_AUTHZ_JIRA_BASE_URL": f"https://{HOST}",

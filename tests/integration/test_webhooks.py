@@ -91,6 +91,7 @@ def env_for(redis_url: str, prefix: str, secret_file: Path, port: int, **extra: 
         "JIRA_AUTHZ_REDIS_KEY_PREFIX": prefix,
         "JIRA_AUTHZ_AUDIT_STREAM": prefix + "audit",
         "JIRA_AUTHZ_LISTEN_CHECK": f"127.0.0.1:{free_port()}",
+        "JIRA_AUTHZ_LISTEN_CHECK_HTTP1": "",
         "JIRA_AUTHZ_LISTEN_ADMIN": "",
         "JIRA_AUTHZ_LISTEN_METRICS": "",
         "JIRA_AUTHZ_WEBHOOKS_URL": f"http://127.0.0.1:{port}/hooks/jira-authz?src=test",
