@@ -60,6 +60,7 @@ def _plain(status: int, reason: str, text: str, *, close: bool) -> bytes:
 
 
 Answer = Callable[[external_auth_pb2.CheckRequest, list[tuple[str, str]]], Awaitable[bytes]]
+AnswerNow = Callable[[external_auth_pb2.CheckRequest, list[tuple[str, str]]], bytes | None]
 
 
 async def _ready(value: bytes) -> bytes:
@@ -195,7 +196,16 @@ class _Connection(asyncio.Protocol):
             trace = self.trace
             keep = self.keep_alive
             self._reset()
-            self._queue(self.server.decide(body, trace), keep)
+            if self.tail is None:  # nothing ahead of it on this connection: answer now if we can
+                request = self.server.parse(body)
+                out = (request if isinstance(request, bytes)
+                       else self.server.decide_now(request, trace))
+                if out is not None:
+                    self._write_now(out, keep)
+                    return
+                self._queue(self.server.decide(request, trace), keep)
+            else:
+                self._queue(self.server.decide(self.server.parse(body), trace), keep)
         elif url == HEALTH_PATH and method in (b"GET", b"HEAD"):
             keep = self.keep_alive
             self._reset()
@@ -206,6 +216,15 @@ class _Connection(asyncio.Protocol):
             raise _Refused(404, "Not Found", "not found")
 
     # --- answering in order ----------------------------------------------------------------
+
+    def _write_now(self, out: bytes, keep_alive: bool) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(out)
+        if not keep_alive:
+            self.closing = True
+            transport.close()
 
     def _queue(self, answer: Awaitable[bytes], keep_alive: bool) -> None:
         previous = self.tail
@@ -279,8 +298,10 @@ class _Connection(asyncio.Protocol):
 class CheckHttp1Server:
     """Listens for bridged Checks; ``answer`` is the gRPC servicer's own decision path."""
 
-    def __init__(self, answer: Answer, ready: Callable[[], bool]) -> None:
+    def __init__(self, answer: Answer, ready: Callable[[], bool], *,
+                 answer_now: AnswerNow | None = None) -> None:
         self.answer = answer
+        self.answer_now = answer_now
         self.ready = ready
         self.connections: set[_Connection] = set()
         self.loop = asyncio.get_event_loop_policy().get_event_loop()
@@ -296,12 +317,32 @@ class CheckHttp1Server:
         self._sweeper = asyncio.create_task(self._sweep(), name="check-http1-sweep")
         return self.port
 
-    async def decide(self, body: bytes, trace: list[tuple[str, str]]) -> bytes:
+    @staticmethod
+    def parse(body: bytes) -> external_auth_pb2.CheckRequest | bytes:
+        """The CheckRequest, or the 400 answer to a body that is not one."""
         try:
-            request = external_auth_pb2.CheckRequest.FromString(body)
+            return external_auth_pb2.CheckRequest.FromString(body)
         except DecodeError:
             metrics.CHECK_HTTP1_REFUSED.labels("400").inc()
             return _plain(400, "Bad Request", "body is not a CheckRequest", close=False)
+
+    def decide_now(self, request: external_auth_pb2.CheckRequest,
+                   trace: list[tuple[str, str]] | None = None) -> bytes | None:
+        """The whole answer when it needs no I/O, else None (then ``decide``)."""
+        if self.answer_now is None:
+            return None
+        try:
+            out = self.answer_now(request, trace or [])
+        except Exception:
+            log.exception("check failed on the HTTP/1.1 port")
+            metrics.CHECK_HTTP1_REFUSED.labels("500").inc()
+            return _plain(500, "Internal Server Error", "internal error", close=False)
+        return None if out is None else b"%s%d\r\n\r\n%s" % (_HEAD_200, len(out), out)
+
+    async def decide(self, request: external_auth_pb2.CheckRequest | bytes,
+                     trace: list[tuple[str, str]]) -> bytes:
+        if isinstance(request, bytes):
+            return request  # already the answer (a body that was not a CheckRequest)
         try:
             out = await self.answer(request, trace)
         except Exception:

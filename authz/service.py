@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from authz import metrics
 from authz.domain.audit_event import build_event
@@ -27,6 +27,11 @@ class StoreUnavailableError(Exception):
 
 class TokenLookup(Protocol):
     async def lookup(self, secret_hash: str) -> Token | None: ...
+
+
+class CachedLookup(TokenLookup, Protocol):
+    def cached(self, secret_hash: str) -> object:
+        """The token (or None) when known without I/O, else any other object (a miss)."""
 
 
 class AuditSink(Protocol):
@@ -76,6 +81,27 @@ class CheckService:
         return judge(req, first, token, self.policy, self.clock(),
                      self.compiled_limits), first.secret
 
+    def check_now(self, req: HttpRequest) -> Decision | None:
+        """``check`` when the decision needs no I/O (no token, or a cached one), else None:
+        the caller then awaits ``check``. Same decision, audit and metrics. Never raises."""
+        secret: str | None = None
+        try:
+            first = screen(req, self.policy)
+            if isinstance(first, Decision):
+                decision = first
+            else:
+                token = cast("CachedLookup", self.tokens).cached(hash_secret(first.secret))
+                if token is not None and not isinstance(token, Token):
+                    return None
+                secret = first.secret
+                decision = judge(req, first, token, self.policy, self.clock(),
+                                 self.compiled_limits)
+        except Exception:
+            log.exception("check failed", extra={"request_id": req.request_id})
+            decision = deny(Reason.INTERNAL_ERROR, "authorization failed; try again",
+                            token_like=True)
+        return self._record(req, decision, secret)
+
     async def check(self, req: HttpRequest) -> Decision:
         """Decide, enforce strict audit, record the event. Never raises."""
         secret: str | None = None
@@ -86,6 +112,9 @@ class CheckService:
             # Audited as a token call: whether it was one is unknown, and it must not vanish.
             decision = deny(Reason.INTERNAL_ERROR, "authorization failed; try again",
                             token_like=True)
+        return self._record(req, decision, secret)
+
+    def _record(self, req: HttpRequest, decision: Decision, secret: str | None) -> Decision:
         if decision.token_like:
             decision = self._audit(req, decision, secret)
         metrics.count_decision(decision.outcome, decision.reason)

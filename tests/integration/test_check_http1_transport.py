@@ -41,8 +41,19 @@ class Harness:
         self.ready = True
         self.delays: dict[str, float] = {}
         self.fail = False
-        self.server = CheckHttp1Server(self.answer, lambda: self.ready)
+        self.server = CheckHttp1Server(self.answer, lambda: self.ready,
+                                       answer_now=self.answer_now)
         self.port = 0
+        self.now_calls: list[str] = []
+
+    def answer_now(self, req: external_auth_pb2.CheckRequest,
+                   trace: list[tuple[str, str]]) -> bytes | None:
+        """Paths under /now are decided without I/O; anything else defers to ``answer``."""
+        path = req.attributes.request.http.path
+        if not path.startswith("/now"):
+            return None
+        self.now_calls.append(path)
+        return b"now:" + path.encode()
 
     async def answer(self, req: external_auth_pb2.CheckRequest,
                      trace: list[tuple[str, str]]) -> bytes:
@@ -211,3 +222,15 @@ async def test_stop_answers_in_flight_checks_then_closes() -> None:
         assert [(s, b) for s, _, b in responses(raw)] == [(200, b"answer:/slow")]
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", h.port)
+
+
+async def test_checks_decided_without_io_are_answered_at_once_and_still_in_order() -> None:
+    async with running() as h:
+        h.delays = {"/slow": 0.2}
+        raw = await h.exchange(post(check_body("/now/1")) + post(check_body("/slow"))
+                               + post(check_body("/now/2"), extra=b"connection: close\r\n"))
+        assert [b for _, _, b in responses(raw)] == [b"now:/now/1", b"answer:/slow",
+                                                      b"answer:/now/2"]
+        # Behind a pending answer the synchronous path is not taken (order first).
+        assert h.now_calls == ["/now/1"]
+        assert [p for p, _ in h.calls] == ["/slow", "/now/2"]

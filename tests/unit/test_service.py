@@ -378,3 +378,48 @@ def test_decisions_metric_counts_result_and_reason() -> None:
     run(svc, req(f"Bearer {UNKNOWN}"))
     assert metric("jira_authz_decisions_total", result="deny",
                   reason="unknown_token") == before + 2
+
+
+class CachingTokens(FakeTokens):
+    """A lookup with a cache in front: ``cached`` knows the tokens in ``warm`` only."""
+
+    def __init__(self, *tokens: Token, warm: set[str]) -> None:
+        super().__init__(*tokens)
+        self.warm = warm
+
+    def cached(self, secret_hash: str) -> object:
+        if secret_hash in self.warm:
+            return self.by_hash.get(secret_hash)
+        return object()  # a miss: the caller must await lookup
+
+
+CORPUS = [
+    req(), req(basic("alice", SECRET)), req(basic("ALICE", SECRET)), req(basic("bob", SECRET)),
+    req(f"Bearer {SECRET}"), req(basic("alice", SECRET), method="POST"),
+    req(basic("alice", SECRET), path="/rest/api/2/project"), req(basic("alice", SECRET),
+                                                                 path="/secure/Dashboard.jspa"),
+    req(basic("alice", UNKNOWN)), req(basic("alice", PASSWORD)), req("Basic !!!"),
+    req("Bearer"), req(basic("alice", SECRET), contextUser="bob"),
+    req(basic("alice", SECRET), x_http_method_override="DELETE"),
+    req(basic("alice", SECRET), path="/rest/api/2/issue/../project"),
+]
+
+
+@pytest.mark.parametrize("warm", ["all", "none"])
+def test_check_now_decides_exactly_as_check_or_defers(warm: str) -> None:
+    """The HTTP/1.1 port's synchronous path (no coroutine per Check) is the same decision,
+    audit event and metric as the awaited one; on a cache miss it defers (None), never guesses."""
+    hashes = ({token_format.hash_secret(x) for x in (SECRET, UNKNOWN, PASSWORD)}
+              if warm == "all" else set())
+    for r in CORPUS:
+        now_svc, _, now_audit = service(CachingTokens(TOKEN, warm=hashes), clock=lambda: NOW)
+        ref_svc, _, ref_audit = service(FakeTokens(TOKEN), clock=lambda: NOW)
+        expected = asyncio.run(ref_svc.check(r))
+        got = now_svc.check_now(r)
+        if got is None:
+            # Only a credential whose hash is not cached defers, and it records nothing yet.
+            assert warm == "none", r
+            assert now_audit.events == []
+            continue
+        assert got == expected, r
+        assert now_audit.events == ref_audit.events, r
