@@ -64,7 +64,8 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
 # Numeric UID so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 WORKDIR /tmp
-# 9191 Envoy Check + gRPC health (and 9192… for --workers), 9190 admin API (never routed through Envoy), 9090 metrics.
-EXPOSE 9191 9190 9090
+# 9191 Envoy Check + gRPC health (and 9192… for --workers), 9291 the same Check over HTTP/1.1 for
+# Envoy's gRPC bridge (9292…), 9190 admin API (never routed through Envoy), 9090 metrics.
+EXPOSE 9191 9291 9190 9090
 ENTRYPOINT ["jira-authz", "serve"]
 CMD ["--config", "/etc/jira-authz/config.yaml"]

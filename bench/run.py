@@ -398,6 +398,8 @@ class Bench:
             out["server_decisions"] = md("jira_authz_decisions_total")
             out["cache_hits"] = md("jira_authz_cache_lookups_total", result="hit")
             out["cache_misses"] = md("jira_authz_cache_lookups_total", result="miss")
+            # Token store reads the server issued (each one a Redis round trip on a miss).
+            out["token_store_reads"] = md("jira_authz_redis_latency_seconds_count")
             wa = tools.per_worker(ma, "jira_authz_check_duration_seconds_count")
             wb = tools.per_worker(mb, "jira_authz_check_duration_seconds_count")
             out["checks_per_worker"] = {w: wb[w] - wa.get(w, 0.0) for w in sorted(wb)}
@@ -898,17 +900,19 @@ def targets(raw: dict[str, Any], summary: dict[str, Any]) -> list[dict[str, Any]
                         "met": (d50 <= 0.15 and d99 <= 0.5) if is_target else "n/a"})
     hits = raw["runs"].get("c1/hits-only", [])
 
-    def token_reads(h: dict[str, Any]) -> float:
-        # A token read is GET secret (+ HGETALL token when known). The audit batch script
-        # also runs one GET (and one SET) of its writer mark per batch: not a token read.
-        c = h["redis_calls"]
-        return c.get("get", 0) - c.get("set", 0) + c.get("hgetall", 0)
-
-    per_hit = [(token_reads(h) - 2 * h["cache_misses"]) / max(1.0, h["cache_hits"])
-               for h in hits]
+    # Round trips attributable to hits: the server's own token-store reads beyond one per miss
+    # (GET secret [+ HGETALL token]); Redis's own count of HGETALL (token records read, seen
+    # by Redis) beyond one per miss cross-checks it. Counting every GET, as before, also
+    # counted the lifecycle watch's lease GET and the audit script's mark: not token reads.
+    per_hit = [max(0.0, h.get("token_store_reads", 0) - h["cache_misses"])
+               / max(1.0, h["cache_hits"]) for h in hits]
+    hget = [max(0.0, h["redis_calls"].get("hgetall", 0) - h["cache_misses"])
+            / max(1.0, h["cache_hits"]) for h in hits]
     out.append({"target": "kept: a cache hit costs zero synchronous Redis round trips",
-                "value": f"token reads per hit {max(0.0, max(per_hit)):.4f}" if hits else "-",
-                "met": bool(hits) and max(per_hit) <= 0})
+                "value": (f"token reads per hit {max(per_hit):.4f} (server), HGETALL per hit "
+                          f"{max(hget):.4f} (Redis); {sum(h['cache_hits'] for h in hits):.0f} "
+                          "hits") if hits else "-",
+                "met": bool(hits) and max(per_hit) <= 0 and max(hget) <= 0})
     rev = raw["revocation"]
     out.append({"target": f"kept: revocation p99 < 100 ms across processes at {mid} req/s",
                 "value": f"p99 {rev['p99_ms']:.1f} ms (p50 {rev['p50_ms']:.1f}, "

@@ -72,7 +72,7 @@ def test_dockerfile_structure() -> None:
                 "base.name"):
         assert f"org.opencontainers.image.{key}=" in labels, key
     exposed = " ".join(a for w, a in runtime if w == "EXPOSE").split()
-    assert exposed == ["9191", "9190", "9090"]
+    assert exposed == ["9191", "9291", "9190", "9090"]
 
 
 # --- build context: .dockerignore -----------------------------------------------------------------
