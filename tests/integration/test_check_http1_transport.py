@@ -234,3 +234,16 @@ async def test_checks_decided_without_io_are_answered_at_once_and_still_in_order
         # Behind a pending answer the synchronous path is not taken (order first).
         assert h.now_calls == ["/now/1"]
         assert [p for p, _ in h.calls] == ["/slow", "/now/2"]
+
+
+async def test_a_chunked_check_as_envoys_bridge_sends_it_is_decided() -> None:
+    """Envoy's HTTP/1.1 codec streams the bridged body chunked (no Content-Length)."""
+    async with running() as h:
+        body = check_body("/rest/chunked")
+        half = len(body) // 2
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:half], body[half:]))
+        raw = await h.exchange(b"POST " + CHECK + b" HTTP/1.1\r\nhost: authz\r\n"
+                               b"content-type: application/x-protobuf\r\n"
+                               b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                               + chunked + b"0\r\n\r\n")
+        assert [(s, b) for s, _, b in responses(raw)] == [(200, b"answer:/rest/chunked")]
