@@ -249,7 +249,7 @@ def test_authz_deployment(rendered_default: Any) -> None:
     assert c["args"] == ["--config", "/etc/jira-authz/config.yaml", "--workers", "1"]
     assert c["image"] == "ghcr.io/jira-authz/jira-authz:0.1.0"
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
-        "grpc-check": 9191, "grpc-admin": 9190, "http-metrics": 9090}
+        "grpc-check": 9191, "http-check": 9291, "grpc-admin": 9190, "http-metrics": 9090}
     # Readiness = overall gRPC health (Redis-aware); liveness and start-up ask the `liveness`
     # service, which stays SERVING during a Redis outage (no restart storm).
     assert c["readinessProbe"]["grpc"] == {"port": 9191}
@@ -294,6 +294,7 @@ def test_rendered_config_is_accepted_by_the_service(
     (tmp_path / "config.yaml").write_text(text)
     cfg = service_config.load_config(tmp_path / "config.yaml", environ=env)
     assert cfg.listen.check == "0.0.0.0:9191"
+    assert cfg.listen.check_http1 == "0.0.0.0:9291"  # the container's http-check port
     assert cfg.listen.admin == "0.0.0.0:9190"
     assert cfg.listen.metrics == "0.0.0.0:9090"
     assert cfg.admin.token_file == "/etc/jira-authz/admin/token"
@@ -326,8 +327,8 @@ def test_network_policy_admits_only_named_clients(
         out = {}
         for rule in np["spec"]["ingress"]:
             assert rule.get("from"), "an ingress rule without `from` admits everyone"
-            (port,) = rule["ports"]
-            out[port["port"]] = rule["from"]
+            for port in rule["ports"]:
+                out[port["port"]] = rule["from"]
         return out
 
     default = rules(rendered_default)
@@ -338,6 +339,11 @@ def test_network_policy_admits_only_named_clients(
     gw = rules(rendered_examples["envoy-gateway"])
     assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
             for p in gw["grpc-check"]] == ["test", "gateway"]
+    # The HTTP/1.1 Check port (Envoy's bridge) admits exactly the gRPC Check port's peers.
+    for rendered in (rendered_default, rendered_examples["envoy-gateway"],
+                     rendered_examples["production"]):
+        got = rules(rendered)
+        assert got["http-check"] == got["grpc-check"]
     prod = rules(rendered_examples["production"])
     assert prod["grpc-admin"][0]["podSelector"]["matchLabels"] == {"app": "jira-authz-operator"}
     redis_np = rendered_default.find("NetworkPolicy", "-redis")
@@ -347,7 +353,7 @@ def test_network_policy_admits_only_named_clients(
 
 def test_admin_port_is_never_on_the_check_service(rendered_default: Any) -> None:
     ports = {p["name"] for p in rendered_default.find("Service", "jira-authz")["spec"]["ports"]}
-    assert ports == {"grpc-check", "http-metrics"}
+    assert ports == {"grpc-check", "http-check", "http-metrics"}
     admin = rendered_default.find("Service", "jira-authz-admin")
     assert [p["port"] for p in admin["spec"]["ports"]] == [9190]
 
@@ -434,6 +440,7 @@ def test_notes_tell_how_to_create_a_token(rendered_default: Any) -> None:
     assert "helm test jira-authz" in notes
     assert "jira-authz token create" in notes
     assert "kubectl -n jira-authz get secret jira-authz-admin" in notes
+    assert "jira-authz-headless.jira-authz.svc.cluster.local:9291" in notes  # the bridge's port
 
 
 # --- monitoring -----------------------------------------------------------------------------------
