@@ -482,7 +482,7 @@ def _exported_metric_names() -> set[str]:
 
 
 def _referenced(text: str) -> set[str]:
-    return set(re.findall(r"\bjira_authz_[a-z_]+", text)) - {"jira_authz_"}
+    return set(re.findall(r"\bjira_authz_[a-z0-9_]+", text)) - {"jira_authz_"}
 
 
 def test_alerts_cover_the_required_conditions_with_real_metrics(
@@ -523,8 +523,17 @@ def test_dashboard_is_valid_and_uses_real_metrics(rendered_default: Any) -> None
     for metric in ("jira_authz_decisions_total", "jira_authz_check_duration_seconds_bucket",
                    "jira_authz_redis_errors_total", "jira_authz_audit_queue_depth",
                    "jira_authz_audit_dropped_total",
-                   "jira_authz_revocation_propagation_seconds_bucket"):
+                   "jira_authz_revocation_propagation_seconds_bucket",
+                   "jira_authz_check_http1_refused_total"):
         assert metric in exprs, metric
+    # Panels do not overlap on Grafana's 24-column grid.
+    cells: set[tuple[int, int]] = set()
+    for p in dash["panels"]:
+        g = p["gridPos"]
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"])
+                for y in range(g["y"], g["y"] + g["h"])}
+        assert not mine & cells and g["x"] + g["w"] <= 24, p["title"]
+        cells |= mine
 
 
 def test_service_monitor_scrapes_the_metrics_port(rendered_examples: dict[str, Any]) -> None:
