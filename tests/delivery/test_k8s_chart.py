@@ -429,6 +429,7 @@ def test_helm_test_hook_runs_the_check_script(rendered_default: Any) -> None:
     args = dict(zip(c["args"][::2], c["args"][1::2], strict=True))
     assert args == {
         "--target": "jira-authz.jira-authz.svc:9191", "--path-prefix": "/rest/",
+        "--http1-target": "jira-authz.jira-authz.svc:9291",
         "--identity-header": "contextUser", "--schemes": "basic,bearer",
         "--unauthenticated": "pass",
     }
