@@ -21,6 +21,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))  # tests/: envoy_bridge, shared with tests/unit
 
 ROOT = HERE.parents[1]
 CHART = ROOT / "helm" / "jira-authz"

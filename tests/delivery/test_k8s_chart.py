@@ -249,7 +249,7 @@ def test_authz_deployment(rendered_default: Any) -> None:
     assert c["args"] == ["--config", "/etc/jira-authz/config.yaml", "--workers", "1"]
     assert c["image"] == "ghcr.io/jira-authz/jira-authz:0.1.0"
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
-        "grpc-check": 9191, "grpc-admin": 9190, "http-metrics": 9090}
+        "grpc-check": 9191, "http-check": 9291, "grpc-admin": 9190, "http-metrics": 9090}
     # Readiness = overall gRPC health (Redis-aware); liveness and start-up ask the `liveness`
     # service, which stays SERVING during a Redis outage (no restart storm).
     assert c["readinessProbe"]["grpc"] == {"port": 9191}
@@ -294,6 +294,7 @@ def test_rendered_config_is_accepted_by_the_service(
     (tmp_path / "config.yaml").write_text(text)
     cfg = service_config.load_config(tmp_path / "config.yaml", environ=env)
     assert cfg.listen.check == "0.0.0.0:9191"
+    assert cfg.listen.check_http1 == "0.0.0.0:9291"  # the container's http-check port
     assert cfg.listen.admin == "0.0.0.0:9190"
     assert cfg.listen.metrics == "0.0.0.0:9090"
     assert cfg.admin.token_file == "/etc/jira-authz/admin/token"
@@ -326,8 +327,8 @@ def test_network_policy_admits_only_named_clients(
         out = {}
         for rule in np["spec"]["ingress"]:
             assert rule.get("from"), "an ingress rule without `from` admits everyone"
-            (port,) = rule["ports"]
-            out[port["port"]] = rule["from"]
+            for port in rule["ports"]:
+                out[port["port"]] = rule["from"]
         return out
 
     default = rules(rendered_default)
@@ -338,6 +339,11 @@ def test_network_policy_admits_only_named_clients(
     gw = rules(rendered_examples["envoy-gateway"])
     assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
             for p in gw["grpc-check"]] == ["test", "gateway"]
+    # The HTTP/1.1 Check port (Envoy's bridge) admits exactly the gRPC Check port's peers.
+    for rendered in (rendered_default, rendered_examples["envoy-gateway"],
+                     rendered_examples["production"]):
+        got = rules(rendered)
+        assert got["http-check"] == got["grpc-check"]
     prod = rules(rendered_examples["production"])
     assert prod["grpc-admin"][0]["podSelector"]["matchLabels"] == {"app": "jira-authz-operator"}
     redis_np = rendered_default.find("NetworkPolicy", "-redis")
@@ -347,7 +353,7 @@ def test_network_policy_admits_only_named_clients(
 
 def test_admin_port_is_never_on_the_check_service(rendered_default: Any) -> None:
     ports = {p["name"] for p in rendered_default.find("Service", "jira-authz")["spec"]["ports"]}
-    assert ports == {"grpc-check", "http-metrics"}
+    assert ports == {"grpc-check", "http-check", "http-metrics"}
     admin = rendered_default.find("Service", "jira-authz-admin")
     assert [p["port"] for p in admin["spec"]["ports"]] == [9190]
 
@@ -423,6 +429,7 @@ def test_helm_test_hook_runs_the_check_script(rendered_default: Any) -> None:
     args = dict(zip(c["args"][::2], c["args"][1::2], strict=True))
     assert args == {
         "--target": "jira-authz.jira-authz.svc:9191", "--path-prefix": "/rest/",
+        "--http1-target": "jira-authz.jira-authz.svc:9291",
         "--identity-header": "contextUser", "--schemes": "basic,bearer",
         "--unauthenticated": "pass",
     }
@@ -434,6 +441,7 @@ def test_notes_tell_how_to_create_a_token(rendered_default: Any) -> None:
     assert "helm test jira-authz" in notes
     assert "jira-authz token create" in notes
     assert "kubectl -n jira-authz get secret jira-authz-admin" in notes
+    assert "jira-authz-headless.jira-authz.svc.cluster.local:9291" in notes  # the bridge's port
 
 
 # --- monitoring -----------------------------------------------------------------------------------
@@ -475,7 +483,7 @@ def _exported_metric_names() -> set[str]:
 
 
 def _referenced(text: str) -> set[str]:
-    return set(re.findall(r"\bjira_authz_[a-z_]+", text)) - {"jira_authz_"}
+    return set(re.findall(r"\bjira_authz_[a-z0-9_]+", text)) - {"jira_authz_"}
 
 
 def test_alerts_cover_the_required_conditions_with_real_metrics(
@@ -516,8 +524,17 @@ def test_dashboard_is_valid_and_uses_real_metrics(rendered_default: Any) -> None
     for metric in ("jira_authz_decisions_total", "jira_authz_check_duration_seconds_bucket",
                    "jira_authz_redis_errors_total", "jira_authz_audit_queue_depth",
                    "jira_authz_audit_dropped_total",
-                   "jira_authz_revocation_propagation_seconds_bucket"):
+                   "jira_authz_revocation_propagation_seconds_bucket",
+                   "jira_authz_check_http1_refused_total"):
         assert metric in exprs, metric
+    # Panels do not overlap on Grafana's 24-column grid.
+    cells: set[tuple[int, int]] = set()
+    for p in dash["panels"]:
+        g = p["gridPos"]
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"])
+                for y in range(g["y"], g["y"] + g["h"])}
+        assert not mine & cells and g["x"] + g["w"] <= 24, p["title"]
+        cells |= mine
 
 
 def test_service_monitor_scrapes_the_metrics_port(rendered_examples: dict[str, Any]) -> None:

@@ -8,12 +8,18 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import envoy_bridge
 import pytest
 import yaml
 from conftest import CHART, ROOT
 
+from authz.stack import envoy_config
+
 DEPLOY_GATEWAY = ROOT / "deploy" / "envoy" / "gateway.yaml"
+PLAIN_GATEWAY = ROOT / "deploy" / "kubernetes" / "gateway.yaml"
+PLAIN_AUTHZ = ROOT / "deploy" / "kubernetes" / "authz.yaml"
 HCM = "envoy.filters.network.http_connection_manager"
+HEADLESS = "jira-authz-headless.jira-authz.svc.cluster.local"
 
 
 def _gateway_config(helm: Any, values: dict) -> str:
@@ -50,9 +56,13 @@ GATEWAY_VALUES = {
 def test_rendered_gateway_config_passes_envoy_validate(
     helm: Any, envoy_bin: str, values: dict, tmp_path: Path
 ) -> None:
-    proc = _envoy_validate(envoy_bin, _gateway_config(helm, values), tmp_path)
+    text = _gateway_config(helm, values)
+    proc = _envoy_validate(envoy_bin, text, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "OK" in proc.stdout + proc.stderr
+    # Whatever the values, the Check goes through the bridge to one port per worker.
+    envoy_bridge.assert_bridged(yaml.safe_load(text), host=HEADLESS,
+                                ports=envoy_bridge.worker_ports(values.get("__workers", 1)))
 
 
 def test_envoy_validate_rejects_a_broken_config(
@@ -90,13 +100,44 @@ def test_plain_manifests_client_ip_consistent() -> None:
     assert client_ip_conflict(envoy, 1) is not None
 
 
+def _plain_docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _plain_gateway_envoy() -> str:
+    (cm,) = [d for d in _plain_docs(PLAIN_GATEWAY) if d["kind"] == "ConfigMap"]
+    return str(cm["data"]["envoy.yaml"])
+
+
 def test_plain_manifest_gateway_config_passes_envoy_validate(
     envoy_bin: str, tmp_path: Path
 ) -> None:
-    docs = yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "gateway.yaml").read_text())
-    (cm,) = [d for d in docs if d and d["kind"] == "ConfigMap"]
-    proc = _envoy_validate(envoy_bin, cm["data"]["envoy.yaml"], tmp_path)
+    proc = _envoy_validate(envoy_bin, _plain_gateway_envoy(), tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_plain_manifests_bridge_the_check_to_port_9291() -> None:
+    """deploy/kubernetes: the gateway's Envoy calls the HTTP/1.1 Check port, and the authz
+    Deployment, both Services and the NetworkPolicy expose it, the server listens on it."""
+    envoy_bridge.assert_bridged(yaml.safe_load(_plain_gateway_envoy()), host=HEADLESS,
+                                ports=[9291])
+    docs = _plain_docs(PLAIN_AUTHZ)
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert {"name": "http-check", "containerPort": 9291, "protocol": "TCP"} in c["ports"]
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    for name in ("jira-authz", "jira-authz-headless"):
+        (port,) = [p for p in services[name]["spec"]["ports"] if p["name"] == "http-check"]
+        assert (port["port"], port["targetPort"]) == (9291, "http-check"), name
+    (np,) = [d for d in docs if d["kind"] == "NetworkPolicy"
+             and d["metadata"]["name"] == "jira-authz"]
+    (rule,) = [r for r in np["spec"]["ingress"]
+               if {"port": "grpc-check", "protocol": "TCP"} in r["ports"]]
+    assert {"port": "http-check", "protocol": "TCP"} in rule["ports"]
+    assert "gateway" in [p.get("podSelector", {}).get("matchLabels", {}).get(
+        "app.kubernetes.io/component") for p in rule["from"]]
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in d["data"]]
+    assert yaml.safe_load(cm["data"]["config.yaml"])["listen"]["check_http1"] == "0.0.0.0:9291"
 
 
 def _hcm(cfg: dict, listener: str = "jira") -> dict:
@@ -160,17 +201,33 @@ def test_routes_match_deploy_envoy(both: tuple[dict, dict]) -> None:
 
 def test_clusters_match_deploy_envoy(both: tuple[dict, dict]) -> None:
     chart, shipped = both
-    for name in ("jira", "jira_authz"):
+    for name in ("jira", "jira_authz", envoy_config.CHECK_CLUSTER):
         assert _cluster(chart, name) == _cluster(shipped, name), name
-    authz = _cluster(chart, "jira_authz")
+    # ext_authz's cluster ends in the bridge listener in both, to the letter.
+    (c_grpc,) = [c for c in chart["static_resources"]["clusters"] if c["name"] == "jira_authz"]
+    (s_grpc,) = [c for c in shipped["static_resources"]["clusters"] if c["name"] == "jira_authz"]
+    assert c_grpc == s_grpc
+    authz = _cluster(chart, envoy_config.CHECK_CLUSTER)
     # Balancing over every pod: headless Service resolved by STRICT_DNS, round robin.
     assert authz["type"] == "STRICT_DNS" and authz["lb_policy"] == "ROUND_ROBIN"
     (ep,) = next(c for c in chart["static_resources"]["clusters"]
-                 if c["name"] == "jira_authz")["load_assignment"]["endpoints"][0]["lb_endpoints"]
-    assert ep["endpoint"]["address"]["socket_address"] == {
-        "address": "jira-authz-headless.jira-authz.svc.cluster.local", "port_value": 9191}
+                 if c["name"] == envoy_config.CHECK_CLUSTER)["load_assignment"]["endpoints"][0][
+                     "lb_endpoints"]
+    assert ep["endpoint"]["address"]["socket_address"] == {"address": HEADLESS, "port_value": 9291}
     assert chart.get("overload_manager") == shipped.get("overload_manager")
     assert chart["admin"] == shipped["admin"]  # Envoy's admin on 127.0.0.1 only
+
+
+def test_bridge_matches_deploy_envoy(both: tuple[dict, dict]) -> None:
+    """The bridge listener and its bootstrap extension are deploy/envoy/gateway.yaml's, and both
+    files route only the Check, as the server's content type, to the HTTP/1.1 ports."""
+    chart, shipped = both
+    bridge = envoy_config.BRIDGE_LISTENER
+    assert [x for x in chart["static_resources"]["listeners"] if x["name"] == bridge] == [
+        x for x in shipped["static_resources"]["listeners"] if x["name"] == bridge]
+    assert chart["bootstrap_extensions"] == shipped["bootstrap_extensions"]
+    envoy_bridge.assert_bridged(chart, host=HEADLESS, ports=[9291])
+    envoy_bridge.assert_bridged(shipped, host="jira-authz", ports=[9291])
 
 
 def test_admin_api_is_never_routed(both: tuple[dict, dict]) -> None:
@@ -223,35 +280,77 @@ def test_gateway_command_line_is_accepted_by_envoy(
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def _http1_names(workers: int) -> list[str]:
+    return ["http-check", *(f"http-check-{i}" for i in range(1, workers))]
+
+
 def test_workers_are_all_endpoints_ports_services_and_policy(helm: Any) -> None:
-    """`workers: 3`: each pod runs three servers on 9191..9193, and everything that must reach
-    them lists all three, so Envoy balances Checks over pods x processes (issue 5)."""
+    """`workers: 3`: each pod runs three servers on 9191..9193 (gRPC) and 9291..9293 (HTTP/1.1),
+    and everything that must reach them lists all of them, so Envoy balances Checks over
+    pods x processes (issue 5) — through the bridge, on the HTTP/1.1 ports (issue 15)."""
     r = helm.render(CHART, {"gateway": {"enabled": True}, "workers": 3})
     (c,) = r.find("Deployment", "jira-authz")["spec"]["template"]["spec"]["containers"]
     assert c["args"] == ["--config", "/etc/jira-authz/config.yaml", "--workers", "3"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"grpc-check": 9191, "grpc-check-1": 9192, "grpc-check-2": 9193,
+                     "http-check": 9291, "http-check-1": 9292, "http-check-2": 9293,
                      "grpc-admin": 9190, "http-metrics": 9090}
     for svc in ("jira-authz", "jira-authz-headless"):
         got = {p["name"]: p["port"] for p in r.find("Service", svc)["spec"]["ports"]}
         assert {got[n] for n in ("grpc-check", "grpc-check-1", "grpc-check-2")} == {
             9191, 9192, 9193}, svc
+        assert [got[n] for n in _http1_names(3)] == [9291, 9292, 9293], svc
     policy = r.find("NetworkPolicy", "jira-authz")
     check_rule = policy["spec"]["ingress"][0]
-    assert [p["port"] for p in check_rule["ports"]] == ["grpc-check", "grpc-check-1",
-                                                         "grpc-check-2"]
+    assert [p["port"] for p in check_rule["ports"]] == [
+        "grpc-check", "grpc-check-1", "grpc-check-2", *_http1_names(3)]
     cfg = yaml.safe_load(r.find("ConfigMap", "-gateway")["data"]["envoy.yaml"])
-    (authz,) = [x for x in cfg["static_resources"]["clusters"] if x["name"] == "jira_authz"]
-    endpoints = authz["load_assignment"]["endpoints"][0]["lb_endpoints"]
-    assert [e["endpoint"]["address"]["socket_address"]["port_value"] for e in endpoints] == [
-        9191, 9192, 9193]
+    envoy_bridge.assert_bridged(cfg, host=HEADLESS, ports=[9291, 9292, 9293])
+    authz = envoy_bridge.clusters(cfg)[envoy_config.CHECK_CLUSTER]
     assert authz["type"] == "STRICT_DNS" and authz["lb_policy"] == "ROUND_ROBIN"
+
+
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_http1_check_port_per_worker(helm: Any, workers: int) -> None:
+    """`workers: N`: the gateway's jira_authz_http1 lists 9291..9291+N-1 and nothing else, and
+    the container, both Services and the Check rule of the NetworkPolicy carry exactly those
+    ports; the server's config listens on the first (worker i adds i)."""
+    r = helm.render(CHART, {"gateway": {"enabled": True}, "workers": workers})
+    want = envoy_bridge.worker_ports(workers)
+    names = _http1_names(workers)
+    cfg = yaml.safe_load(r.find("ConfigMap", "-gateway")["data"]["envoy.yaml"])
+    envoy_bridge.assert_bridged(cfg, host=HEADLESS, ports=want)
+    (c,) = r.find("Deployment", "jira-authz")["spec"]["template"]["spec"]["containers"]
+    assert [(p["name"], p["containerPort"]) for p in c["ports"]
+            if p["name"].startswith("http-check")] == list(zip(names, want, strict=True))
+    for svc in ("jira-authz", "jira-authz-headless"):
+        got = [(p["name"], p["port"], p["targetPort"]) for p in
+               r.find("Service", svc)["spec"]["ports"] if p["name"].startswith("http-check")]
+        assert got == list(zip(names, want, names, strict=True)), svc
+    rule = r.find("NetworkPolicy", "jira-authz")["spec"]["ingress"][0]
+    assert [p["port"] for p in rule["ports"] if p["port"].startswith("http-check")] == names
+    server_cfg = yaml.safe_load(r.find("ConfigMap", "jira-authz")["data"]["config.yaml"])
+    assert server_cfg["listen"]["check_http1"] == "0.0.0.0:9291"
+
+
+def test_http1_check_port_follows_the_value(helm: Any) -> None:
+    r = helm.render(CHART, {"gateway": {"enabled": True}, "workers": 2,
+                            "service": {"checkHttp1Port": 10291}})
+    cfg = yaml.safe_load(r.find("ConfigMap", "-gateway")["data"]["envoy.yaml"])
+    envoy_bridge.assert_bridged(cfg, host=HEADLESS, ports=[10291, 10292])
+    server_cfg = yaml.safe_load(r.find("ConfigMap", "jira-authz")["data"]["config.yaml"])
+    assert server_cfg["listen"]["check_http1"] == "0.0.0.0:10291"
 
 
 @pytest.mark.parametrize(("values", "message"), [
     ({"workers": 2, "service": {"adminPort": 9192}}, "service.adminPort or service.metricsPort"),
     ({"workers": 2, "istio": {"authorizationPolicy": {"enabled": True}}}, "one port only"),
-], ids=["admin port inside the worker ports", "istio"])
+    ({"workers": 3, "service": {"checkHttp1Port": 9193}}, "move service.checkHttp1Port"),
+    ({"workers": 2, "service": {"checkHttp1Port": 9089}}, "move service.checkHttp1Port"),
+    ({"service": {"checkHttp1Port": 9180}, "console": {"enabled": True, "jiraUrl": "http://j"}},
+     "move service.checkHttp1Port"),
+], ids=["admin port inside the worker ports", "istio", "HTTP/1.1 ports over the gRPC ports",
+        "HTTP/1.1 ports over the metrics port", "HTTP/1.1 port on the console port"])
 def test_workers_that_cannot_work_are_refused(helm: Any, values: dict, message: str) -> None:
     with pytest.raises(helm.HelmError, match=re.escape(message)):
         helm.render(CHART, values)

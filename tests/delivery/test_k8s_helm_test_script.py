@@ -97,3 +97,78 @@ def test_fails_when_nothing_listens() -> None:
 
     proc = _run(f"127.0.0.1:{free_port()}", "--timeout", "1")
     assert proc.returncode == 1 and "FAIL connect" in proc.stdout
+
+
+# --- the HTTP/1.1 Check port (listen.check_http1, Envoy's grpc_http1_reverse_bridge) -----------
+
+
+@pytest.fixture
+def http1_stub(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The HTTP/1.1 Check port as the server speaks it (authz.check_http1), answered by
+    StubAuthz; `wrong-content-type` answers grpc instead of the bridge's protobuf."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from authz import check_http1
+
+    broken = getattr(request, "param", "")
+    servicer = StubAuthz("allows-unknown-token" if broken == "allows-unknown-token" else "")
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _send(self, status: int, ctype: bytes, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("content-type", ctype.decode())
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            ok = self.path == check_http1.HEALTH_PATH.decode()
+            self._send(200 if ok else 404, b"text/plain", b"SERVING" if ok else b"")
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            if (self.path != check_http1.CHECK_PATH.decode()
+                    or self.headers["content-type"] != check_http1.CONTENT_TYPE.decode()):
+                return self._send(415, b"text/plain", b"")
+            answer = servicer.Check(external_auth_pb2.CheckRequest.FromString(body), None)
+            ctype = b"application/grpc" if broken == "wrong-content-type" else (
+                check_http1.CONTENT_TYPE)
+            self._send(200, ctype, answer.SerializeToString())
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_checks_the_http1_port_too(stub_server: tuple[str, StubAuthz], http1_stub: str) -> None:
+    target, _ = stub_server
+    proc = _run(target, "--http1-target", http1_stub)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ok   http1 health" in proc.stdout and "ok   http1 unknown token" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "http1_stub", ["allows-unknown-token", "wrong-content-type"], indirect=True)
+def test_fails_a_wrong_http1_port(stub_server: tuple[str, StubAuthz], http1_stub: str) -> None:
+    target, _ = stub_server
+    proc = _run(target, "--http1-target", http1_stub)
+    assert proc.returncode == 1, proc.stdout
+    assert "FAIL http1 unknown token" in proc.stdout
+
+
+def test_fails_when_nothing_listens_on_the_http1_port(
+        stub_server: tuple[str, StubAuthz]) -> None:
+    from authz.stack.processes import free_port
+
+    target, _ = stub_server
+    proc = _run(target, "--http1-target", f"127.0.0.1:{free_port()}")
+    assert proc.returncode == 1 and "FAIL http1 connect" in proc.stdout

@@ -204,14 +204,15 @@ def test_wheel_serve_answers_checks_like_helm_test(installed: Path, tmp_path: Pa
         redis_bin = find_redis_server()
     except StackError as e:
         pytest.skip(str(e))
-    redis_port, check_port, admin_port, metrics_port = (free_port() for _ in range(4))
+    redis_port, check_port, http1_port, admin_port, metrics_port = (
+        free_port() for _ in range(5))
     redis = Child("redis", [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1",
                             "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
                   tmp_path / "redis.log")
     (tmp_path / "admin-token").write_text("helm-test-admin-secret-0123456789\n")
     (tmp_path / "config.yaml").write_text(
         f"listen:\n  check: 127.0.0.1:{check_port}\n  admin: 127.0.0.1:{admin_port}\n"
-        f"  metrics: 127.0.0.1:{metrics_port}\n"
+        f"  metrics: 127.0.0.1:{metrics_port}\n  check_http1: 127.0.0.1:{http1_port}\n"
         f"redis:\n  url: redis://127.0.0.1:1/0\n  key_prefix: 'helm-test-{check_port}:'\n"
         f"admin:\n  token_file: {tmp_path / 'admin-token'}\n"
     )
@@ -228,12 +229,14 @@ def test_wheel_serve_answers_checks_like_helm_test(installed: Path, tmp_path: Pa
                    timeout=60)
         proc = subprocess.run(
             [str(installed / "bin" / "python"), str(HELM_TEST_SCRIPT),
-             "--target", f"127.0.0.1:{check_port}"],
+             "--target", f"127.0.0.1:{check_port}",
+             "--http1-target", f"127.0.0.1:{http1_port}"],
             capture_output=True, text=True, timeout=60, check=False,
         )
         log = (tmp_path / "serve.log").read_text()
         assert proc.returncode == 0, proc.stdout + proc.stderr + log
         assert "helm test passed" in proc.stdout
+        assert "ok   http1 unknown token" in proc.stdout  # the bridge's port, too
         # SIGTERM (what the kubelet sends after preStop) drains and exits cleanly.
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)

@@ -95,6 +95,8 @@ class Workers:
             "JIRA_AUTHZ_REDIS_KEY_PREFIX": prefix,
             "JIRA_AUTHZ_AUDIT_STREAM": f"{prefix}audit",
             "JIRA_AUTHZ_LISTEN_CHECK": f"{HOST}:{self.base}",
+            # Off: its default (0.0.0.0:9291 + i) would collide with anything else on the host.
+            "JIRA_AUTHZ_LISTEN_CHECK_HTTP1": "",
             "JIRA_AUTHZ_LISTEN_ADMIN": "",
             "JIRA_AUTHZ_LISTEN_METRICS": f"{HOST}:{self.metrics}",
             "JIRA_AUTHZ_SERVER_GRACE_SECONDS": "2",

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import envoy_bridge
 import pytest
 from envoy_http import stub_and_envoy
 
@@ -56,7 +57,9 @@ def validate(envoy: str, path: Path) -> None:
 
 
 def hcm(cfg: dict[str, Any]) -> dict[str, Any]:
-    (listener,) = cfg["static_resources"]["listeners"]
+    """The Jira listener's connection manager (the bridge listener is internal, no address)."""
+    (listener,) = [x for x in cfg["static_resources"]["listeners"]
+                   if "internal_listener" not in x]
     (chain,) = listener["filter_chains"]
     (flt,) = chain["filters"]
     tc = flt["typed_config"]
@@ -83,7 +86,8 @@ def test_patched_local_config_validates(envoy_bin: str, name: str, tmp_path: Pat
         name=name,
         listener_port=18000,
         admin_port=18001,
-        clusters={"jira": ("127.0.0.1", 18080), "jira_authz": ("127.0.0.1", 19191)},
+        clusters={"jira": ("127.0.0.1", 18080),
+                  envoy_config.CHECK_CLUSTER: ("127.0.0.1", [19291, 19292])},
         path=tmp_path / "envoy.yaml",
     )
     validate(envoy_bin, out)
@@ -95,12 +99,19 @@ def test_patched_local_config_validates(envoy_bin: str, name: str, tmp_path: Pat
     addr = cfg["static_resources"]["listeners"][0]["address"]["socket_address"]
     assert addr == {"address": "127.0.0.1", "port_value": 18000}
     cl = clusters(cfg)
-    for cname, port in (("jira", 18080), ("jira_authz", 19191)):
+    for cname, port in (("jira", 18080), (envoy_config.CHECK_CLUSTER, 19291)):
         ep = cl[cname]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
         assert ep["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": port}
         assert cl[cname]["type"] == "STATIC"
+    # The bridge is untouched: only the processes' addresses changed.
+    envoy_bridge.assert_bridged(cfg, ports=[19291, 19292], host="127.0.0.1")
     # Everything but addresses is the shipped config.
     assert hcm(cfg) == hcm(envoy_config.load(name))
+    shipped = envoy_config.load(name)
+    bridge = envoy_config.BRIDGE_LISTENER
+    assert [x for x in cfg["static_resources"]["listeners"] if x["name"] == bridge] == [
+        x for x in shipped["static_resources"]["listeners"] if x["name"] == bridge]
+    assert cl["jira_authz"] == clusters(shipped)["jira_authz"]
 
 
 def test_patch_refuses_unknown_cluster() -> None:
@@ -117,7 +128,7 @@ def test_patch_leaves_the_loaded_config_alone() -> None:
     cfg = envoy_config.load()
     before = json.dumps(cfg, sort_keys=True)
     envoy_config.patch(
-        cfg, listener_port=1, admin_port=2, clusters={"jira_authz": ("127.0.0.1", 3)}
+        cfg, listener_port=1, admin_port=2, clusters={envoy_config.CHECK_CLUSTER: ("127.0.0.1", 3)}
     )
     assert json.dumps(cfg, sort_keys=True) == before
 
@@ -181,13 +192,87 @@ def test_security_settings(path: Path) -> None:
     assert removed == {"x-http-method-override", "x-http-method", "x-method-override"}
 
     cl = clusters(cfg)
-    assert set(cl) >= {"jira", "jira_authz"}
+    assert set(cl) >= {"jira", "jira_authz", envoy_config.CHECK_CLUSTER}
     opts = cl["jira_authz"]["typed_extension_protocol_options"][
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
     ]
     assert "http2_protocol_options" in opts["explicit_http_config"]
     assert "http2_protocol_options" not in cl["jira_authz"]  # deprecated spelling
-    assert cl["jira_authz"]["lb_policy"] == "ROUND_ROBIN"
+    assert cl[envoy_config.CHECK_CLUSTER]["lb_policy"] == "ROUND_ROBIN"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_check_goes_over_http1_through_the_bridge(path: Path) -> None:
+    """ext_authz -> jira_authz (the internal bridge listener only) -> Check path only ->
+    jira_authz_http1: HTTP/1.1, GET /healthz, the server's default listen.check_http1 port."""
+    envoy_bridge.assert_bridged(envoy_config.load(path),
+                                ports=[envoy_bridge.DEFAULT_HTTP1_PORT], host="jira-authz")
+    assert envoy_bridge.DEFAULT_HTTP1_PORT == 9291
+
+
+def _broken(mutate: Any) -> dict[str, Any]:
+    cfg = envoy_config.load(envoy_config.GATEWAY)
+    mutate(cfg)
+    return cfg
+
+
+def _bridge_hcm(cfg: dict[str, Any]) -> dict[str, Any]:
+    (x,) = [x for x in cfg["static_resources"]["listeners"]
+            if x["name"] == envoy_config.BRIDGE_LISTENER]
+    tc: dict[str, Any] = x["filter_chains"][0]["filters"][0]["typed_config"]
+    return tc
+
+
+def _bridge_filter(cfg: dict[str, Any]) -> dict[str, Any]:
+    tc: dict[str, Any] = _bridge_hcm(cfg)["http_filters"][0]["typed_config"]
+    return tc
+
+
+def _route_everything(cfg: dict[str, Any]) -> None:
+    routes = _bridge_hcm(cfg)["route_config"]["virtual_hosts"][0]["routes"]
+    routes[-1] = {"match": {"prefix": "/"}, "route": {"cluster": envoy_config.CHECK_CLUSTER}}
+
+
+def _grpc_health(cfg: dict[str, Any]) -> None:
+    hc = clusters(cfg)[envoy_config.CHECK_CLUSTER]["health_checks"][0]
+    hc.pop("http_health_check")
+    hc["grpc_health_check"] = {}
+
+
+def _http2_upstream(cfg: dict[str, Any]) -> None:
+    opts = clusters(cfg)[envoy_config.CHECK_CLUSTER]["typed_extension_protocol_options"]
+    opts["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"] = {
+        "http2_protocol_options": {}}
+
+
+def _direct_grpc(cfg: dict[str, Any]) -> None:
+    clusters(cfg)["jira_authz"]["load_assignment"]["endpoints"][0]["lb_endpoints"].append(
+        {"endpoint": {"address": {"socket_address": {"address": "jira-authz",
+                                                     "port_value": 9191}}}})
+
+
+def _public_route(cfg: dict[str, Any]) -> None:
+    hcm(cfg)["route_config"]["virtual_hosts"][0]["routes"].insert(
+        1, {"match": {"prefix": "/authz"}, "route": {"cluster": envoy_config.CHECK_CLUSTER}})
+
+
+BROKEN_BRIDGES = {
+    "wrong content type": lambda c: _bridge_filter(c).__setitem__("content_type",
+                                                                  "application/grpc"),
+    "gRPC frames kept": lambda c: _bridge_filter(c).__setitem__("withhold_grpc_frames", False),
+    "every path routed": _route_everything,
+    "gRPC health check": _grpc_health,
+    "HTTP/2 to the processes": _http2_upstream,
+    "gRPC port beside the bridge": _direct_grpc,
+    "authz port routed from the Jira listener": _public_route,
+}
+
+
+@pytest.mark.parametrize("mutate", BROKEN_BRIDGES.values(), ids=BROKEN_BRIDGES.keys())
+def test_bridge_check_catches_each_mistake(mutate: Any) -> None:
+    """assert_bridged (used for every shipped and rendered config) is not vacuous."""
+    with pytest.raises(AssertionError):
+        envoy_bridge.assert_bridged(_broken(mutate))
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
@@ -209,11 +294,11 @@ def test_console_route(path: Path) -> None:
 
 def test_gateway_discovers_every_authz_pod() -> None:
     cl = clusters(envoy_config.load(envoy_config.GATEWAY))
-    authz = cl["jira_authz"]
+    authz = cl[envoy_config.CHECK_CLUSTER]
     assert authz["type"] == "STRICT_DNS"
     sock = authz["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-    assert sock["socket_address"] == {"address": "jira-authz", "port_value": 9191}
-    assert authz["health_checks"][0]["grpc_health_check"] == {}
+    assert sock["socket_address"] == {"address": "jira-authz", "port_value": 9291}
+    assert authz["health_checks"][0]["http_health_check"] == {"path": "/healthz"}
     jira = cl["jira"]
     assert jira["type"] in ("LOGICAL_DNS", "STRICT_DNS")
     sock = jira["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
@@ -227,10 +312,9 @@ def test_sidecar_addresses() -> None:
     cl = clusters(cfg)
     sock = cl["jira"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
     assert sock["socket_address"] == {"address": "127.0.0.1", "port_value": 8080}
-    sock = cl["jira_authz"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
-        "address"
-    ]
-    assert sock["socket_address"] == {"address": "jira-authz", "port_value": 9191}
+    sock = cl[envoy_config.CHECK_CLUSTER]["load_assignment"]["endpoints"][0]["lb_endpoints"][0][
+        "endpoint"]["address"]
+    assert sock["socket_address"] == {"address": "jira-authz", "port_value": 9291}
 
 
 # --- Envoy alone: no authz server behind it ---------------------------------------------------
@@ -241,10 +325,12 @@ def envoy_without_authz(envoy_bin: str, tmp_path_factory: pytest.TempPathFactory
     work = tmp_path_factory.mktemp("envoy-alone")
     stub_port, envoy_port, admin_port = free_port(), free_port(), free_port()
     dead_authz_port = free_port()  # nothing listens: every Check is a connection failure
+    # The bridge stays in: a dead HTTP/1.1 endpoint behind it must fail closed too.
     path = envoy_config.local_config(
         listener_port=envoy_port,
         admin_port=admin_port,
-        clusters={"jira": ("127.0.0.1", stub_port), "jira_authz": ("127.0.0.1", dead_authz_port)},
+        clusters={"jira": ("127.0.0.1", stub_port),
+                  envoy_config.CHECK_CLUSTER: ("127.0.0.1", dead_authz_port)},
         path=work / "envoy.yaml",
     )
     with stub_and_envoy(envoy_bin, path, work, stub_port=stub_port, admin_port=admin_port,

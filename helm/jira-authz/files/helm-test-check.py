@@ -1,4 +1,4 @@
-"""`helm test` for jira-authz: real Checks over the gRPC API Envoy uses.
+"""`helm test` for jira-authz: real Checks over the gRPC API and the HTTP/1.1 port Envoy uses.
 
 Runs in the jira-authz image (grpcio, Envoy's protobuf types and the authz package are there).
 Passes only when the release decides like it will for Envoy:
@@ -6,7 +6,10 @@ Passes only when the release decides like it will for Envoy:
   2. a well-formed but unknown token is refused with 401 — this needs a token-store (Redis)
      lookup, so it proves the whole decision path, not just a listening port;
   3. a request without credentials is passed on with a forged identity header removed
-     (auth.unauthenticated: pass) or refused with 401 (deny).
+     (auth.unauthenticated: pass) or refused with 401 (deny);
+  4. with --http1-target, the HTTP/1.1 Check port (listen.check_http1, what the shipped Envoy
+     configs call through grpc_http1_reverse_bridge) is ready (GET /healthz) and refuses the
+     unknown token with 401 too, answering the bridge's content type.
 Exit status 0 on success; one line per step on stdout.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import sys
 import uuid
 
@@ -21,6 +25,7 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authz.check_http1 import CHECK_PATH, CONTENT_TYPE, HEALTH_PATH
 from authz.domain.token_format import generate_secret
 
 OK, UNAUTHENTICATED = 0, 16
@@ -56,9 +61,33 @@ def header_value(opts, name: str) -> str | None:  # opts: repeated HeaderValueOp
     return None
 
 
+def http1(target: str, method: str, path: bytes, body: bytes | None,
+          timeout: float) -> tuple[int, str, bytes]:
+    """One HTTP/1.1 exchange with the Check port, as Envoy's bridge makes it."""
+    host, _, port = target.rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        headers = {"content-type": CONTENT_TYPE.decode()} if body is not None else {}
+        conn.request(method, path.decode(), body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("content-type") or "", resp.read()
+    finally:
+        conn.close()
+
+
+def refuses_unknown_token(resp: external_auth_pb2.CheckResponse) -> tuple[bool, str]:
+    http_status = resp.denied_response.status.code if resp.HasField("denied_response") else 0
+    ok = (resp.status.code == UNAUTHENTICATED and http_status == 401
+          and header_value(resp.denied_response.headers, "www-authenticate") is not None)
+    body = resp.denied_response.body[:120]
+    return ok, f"grpc={resp.status.code} http={http_status} body={body!r}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", required=True, help="host:port of the Check service")
+    ap.add_argument("--http1-target", default="",
+                    help="host:port of the Check over HTTP/1.1 (listen.check_http1); empty: skip")
     ap.add_argument("--path-prefix", default="/rest/")
     ap.add_argument("--identity-header", default="contextUser")
     ap.add_argument("--schemes", default="basic,bearer")
@@ -94,14 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cred = f"Bearer {secret}"
         path = args.path_prefix.rstrip("/") + "/api/2/myself"
-        resp = authz.Check(check_request(path, {"authorization": cred}), timeout=args.timeout)
-        http_status = resp.denied_response.status.code if resp.HasField("denied_response") else 0
-        step(
-            resp.status.code == UNAUTHENTICATED and http_status == 401
-            and header_value(resp.denied_response.headers, "www-authenticate") is not None,
-            "unknown token",
-            f"grpc={resp.status.code} http={http_status} body={resp.denied_response.body[:120]!r}",
-        )
+        token_call = check_request(path, {"authorization": cred})
+        ok, detail = refuses_unknown_token(authz.Check(token_call, timeout=args.timeout))
+        step(ok, "unknown token", detail)
 
         forged = {args.identity_header: "helm-test-forged-identity"}
         resp = authz.Check(check_request(path, forged), timeout=args.timeout)
@@ -120,6 +144,22 @@ def main(argv: list[str] | None = None) -> int:
             )
             step(http_status == 401, "no credentials",
                  f"grpc={resp.status.code} http={http_status}")
+
+    if args.http1_target:
+        # The port the gateway's Envoy calls; a failure here is a 503 for every token call.
+        try:
+            status, _, body = http1(args.http1_target, "GET", HEALTH_PATH, None, args.timeout)
+            step(status == 200, "http1 health", f"{status} {body[:40]!r}")
+            status, ctype, body = http1(args.http1_target, "POST", CHECK_PATH,
+                                        token_call.SerializeToString(), args.timeout)
+            if status == 200 and ctype == CONTENT_TYPE.decode():
+                ok, detail = refuses_unknown_token(
+                    external_auth_pb2.CheckResponse.FromString(body))
+                step(ok, "http1 unknown token", detail)
+            else:
+                step(False, "http1 unknown token", f"{status} {ctype!r} {body[:120]!r}")
+        except OSError as e:
+            step(False, "http1 connect", f"{args.http1_target}: {e}")
 
     if failures:
         print(f"helm test failed: {', '.join(failures)}", flush=True)

@@ -104,6 +104,7 @@ The service's config.yaml: the user's `config` values plus the keys the chart ow
 {{- $cfg := deepCopy (.Values.config | default dict) }}
 {{- $_ := set $cfg "listen" (dict
       "check" (printf "0.0.0.0:%d" (int .Values.service.checkPort))
+      "check_http1" (printf "0.0.0.0:%d" (int .Values.service.checkHttp1Port))
       "admin" (printf "0.0.0.0:%d" (int .Values.service.adminPort))
       "metrics" (printf "0.0.0.0:%d" (int .Values.service.metricsPort))) }}
 {{- $redis := deepCopy ($cfg.redis | default dict) }}
@@ -179,6 +180,30 @@ Fails when they would take the admin or metrics port, or when Istio (one port) i
 {{- end }}
 {{- if and (gt $n 1) $.Values.istio.authorizationPolicy.enabled }}
 {{- fail "workers > 1 with istio.authorizationPolicy.enabled: Istio's ext_authz provider reaches one port only; keep workers: 1 and scale replicas" }}
+{{- end }}
+{{- toJson (dict "ports" $out) }}
+{{- end }}
+
+{{/*
+The HTTP/1.1 Check ports (listen.check_http1, behind Envoy's grpc_http1_reverse_bridge), one
+per worker: worker i listens on checkHttp1Port + i. A list of dicts {name, port}, worker 0's
+first. Fails when one would take a gRPC Check, admin, metrics or console port.
+*/}}
+{{- define "jira-authz.checkHttp1Ports" -}}
+{{- $n := int .Values.workers }}
+{{- $base := int .Values.service.checkHttp1Port }}
+{{- $grpc := int .Values.service.checkPort }}
+{{- $taken := list (int .Values.service.adminPort) (int .Values.service.metricsPort) }}
+{{- if .Values.console.enabled }}
+{{- $taken = append $taken (int .Values.console.port) }}
+{{- end }}
+{{- $out := list }}
+{{- range $i := until $n }}
+{{- $p := int (add $base $i) }}
+{{- if or (has $p $taken) (and (ge $p $grpc) (lt $p (int (add $grpc $n)))) }}
+{{- fail (printf "workers=%d: the HTTP/1.1 Check ports %d..%d overlap the gRPC Check ports %d..%d or service.adminPort, service.metricsPort, console.port: move service.checkHttp1Port" $n $base (add $base (sub $n 1)) $grpc (add $grpc (sub $n 1))) }}
+{{- end }}
+{{- $out = append $out (dict "name" (ternary "http-check" (printf "http-check-%d" $i) (eq $i 0)) "port" $p) }}
 {{- end }}
 {{- toJson (dict "ports" $out) }}
 {{- end }}
