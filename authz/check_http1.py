@@ -45,6 +45,8 @@ MAX_PIPELINED = 32
 """Requests of one connection decided ahead of their turn to answer: more pauses reading."""
 IDLE_SECONDS = 600.0
 """A connection silent this long is closed (Envoy's pool closes its own idle ones first)."""
+LINGER_SECONDS = 1.0
+"""Draining: how long an idle connection may still bring a request (answered, then closed)."""
 STALLED_SECONDS = 10.0
 """A request started but not complete for this long is a stalled or slow client: closed."""
 
@@ -61,6 +63,12 @@ def _plain(status: int, reason: str, text: str, *, close: bool) -> bytes:
 
 Answer = Callable[[external_auth_pb2.CheckRequest, list[tuple[str, str]]], Awaitable[bytes]]
 AnswerNow = Callable[[external_auth_pb2.CheckRequest, list[tuple[str, str]]], bytes | None]
+
+
+def _closing(answer: bytes) -> bytes:
+    """The answer announcing that the connection closes after it (draining: Envoy's pool then
+    drops the connection cleanly instead of reusing one that is about to close)."""
+    return answer.replace(b"\r\n", b"\r\nconnection: close\r\n", 1)
 
 
 async def _ready(value: bytes) -> bytes:
@@ -221,6 +229,8 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        if keep_alive and self.server.draining:
+            out, keep_alive = _closing(out), False
         transport.write(out)
         if not keep_alive:
             self.closing = True
@@ -243,6 +253,8 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        if keep_alive and self.server.draining:
+            out, keep_alive = _closing(out), False
         transport.write(out)
         if not keep_alive:
             self.closing = True
@@ -304,6 +316,7 @@ class CheckHttp1Server:
         self.answer_now = answer_now
         self.ready = ready
         self.connections: set[_Connection] = set()
+        self.draining = False
         self.loop = asyncio.get_event_loop_policy().get_event_loop()
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -352,7 +365,7 @@ class CheckHttp1Server:
         return b"%s%d\r\n\r\n%s" % (_HEAD_200, len(out), out)
 
     async def health(self) -> bytes:
-        if self.ready():
+        if self.ready() and not self.draining:
             return _plain(200, "OK", "SERVING", close=False)
         return _plain(503, "Service Unavailable", "NOT_SERVING", close=False)
 
@@ -364,13 +377,18 @@ class CheckHttp1Server:
                 conn.idle_check(now)
 
     async def stop(self, grace: float) -> None:
-        """Stop accepting; in-flight Checks are answered within ``grace``, then closed."""
+        """Drain within ``grace``: stop accepting (Envoy's bridge retries a refused connection
+        on another endpoint), answer in-flight and arriving Checks with ``connection: close``,
+        close idle connections after a short linger, abort what is left at the deadline."""
+        self.draining = True
         if self._server is not None:
             self._server.close()
-        deadline = self.loop.time() + grace
+        now = self.loop.time()
+        linger_until, deadline = now + min(LINGER_SECONDS, grace), now + grace
         while self.connections and self.loop.time() < deadline:
-            for conn in list(self.connections):
-                conn.close_when_idle()
+            if self.loop.time() >= linger_until:
+                for conn in list(self.connections):
+                    conn.close_when_idle()
             if not self.connections:
                 break
             await asyncio.sleep(0.02)

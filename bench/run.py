@@ -932,6 +932,24 @@ def targets(raw: dict[str, Any], summary: dict[str, Any]) -> list[dict[str, Any]
                              f"{spread:.0f} % over {len(on_runs)} repetitions)",
                     "met": (abs(ch) < 5) if shown else "not shown either way: the spread "
                                                        "exceeds 5 %"})
+    # The same comparison in CPU per decision (jira-authz + Redis, per 1,000 at the fixed rate):
+    # latency at a fixed rate swings with anything else the machine runs; CPU per decision
+    # is what the audit adds to each Check.
+    def cpu(name: str) -> list[float]:
+        return [r["server_cpu_s_per_1k"] + r["redis_cpu_s_per_1k"]
+                for r in raw["runs"].get(f"{name}/{mid}", [])]
+
+    on_cpu, off_cpu = cpu("c1"), cpu("n1")
+    if on_cpu and off_cpu:
+        on, off = _med(on_cpu), _med(off_cpu)
+        ch = (on - off) / off * 100
+        spread = max(max(on_cpu) - min(on_cpu), max(off_cpu) - min(off_cpu)) / off * 100
+        out.append({"target": f"(reported) audit on vs off: CPU per decision at {mid} req/s "
+                              "(jira-authz + Redis)",
+                    "value": f"{ch:+.1f} % ({on * 1000:.0f} vs {off * 1000:.0f} us per "
+                             f"decision; spread {spread:.0f} % over {len(on_cpu)} "
+                             "repetitions)",
+                    "met": "n/a"})
     many = raw["memory"].get("many")
     if many:
         out.append({"target": f"{many['cached']:,} cached tokens of the bench mix in <= 400 MB "

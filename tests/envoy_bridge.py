@@ -82,6 +82,10 @@ def assert_bridged(cfg: dict[str, Any], *, ports: Sequence[int] | None = None,
     # Exactly the Check method reaches jira-authz; every other path is answered by Envoy.
     assert [r["match"] for r in forwarded] == [{"path": check_http1.CHECK_PATH.decode()}]
     assert forwarded[0]["route"]["cluster"] == envoy_config.CHECK_CLUSTER
+    # A Check is retried only where nothing was decided (a refused connection: a stopping or
+    # gone process); a reset or a 5xx may follow a decision that was already audited.
+    retry = forwarded[0]["route"].get("retry_policy")
+    assert retry == {"retry_on": "connect-failure", "num_retries": 1}, retry
     others = [r for r in routes if "route" not in r]
     assert others and all(r["direct_response"]["status"] >= 400 for r in others)
     assert {r["match"].get("prefix") for r in others} == {"/"}  # a catch-all, nothing passes

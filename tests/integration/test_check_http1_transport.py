@@ -247,3 +247,29 @@ async def test_a_chunked_check_as_envoys_bridge_sends_it_is_decided() -> None:
                                b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
                                + chunked + b"0\r\n\r\n")
         assert [(s, b) for s, _, b in responses(raw)] == [(200, b"answer:/rest/chunked")]
+
+
+async def test_draining_closes_connections_cleanly_and_fails_the_health_check() -> None:
+    """SIGTERM: no new connections; a Check still arriving on an open one is answered with
+    ``connection: close`` (Envoy's pool drops it without a reset) and health turns 503."""
+    async with running() as h:
+        h.delays = {"/slow": 0.3}
+        r1, w1 = await asyncio.open_connection("127.0.0.1", h.port)  # busy during the stop
+        r2, w2 = await asyncio.open_connection("127.0.0.1", h.port)  # idle during the stop
+        w1.write(post(check_body("/slow")))
+        await w1.drain()
+        while not h.calls:
+            await asyncio.sleep(0.01)
+        stopping = asyncio.create_task(h.server.stop(2.0))
+        await asyncio.sleep(0.05)
+        w2.write(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        await w2.drain()
+        (health,) = responses(await asyncio.wait_for(r2.read(), 5))
+        assert health[0] == 503 and b"connection: close" in health[1]
+        (slow,) = responses(await asyncio.wait_for(r1.read(), 5))
+        assert slow[2] == b"answer:/slow" and b"connection: close" in slow[1]
+        await stopping
+        for w in (w1, w2):
+            w.close()
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", h.port)
