@@ -193,6 +193,8 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_message = False
+        if self.closing:  # behind a closing answer in the same read: never decided
+            return
         method = self.parser.get_method()
         self.keep_alive = self.parser.should_keep_alive()
         url = self.url

@@ -273,3 +273,13 @@ async def test_draining_closes_connections_cleanly_and_fails_the_health_check() 
             w.close()
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", h.port)
+
+
+async def test_nothing_after_a_closing_request_is_decided() -> None:
+    """``connection: close`` ends the connection: a Check pipelined behind it in the same
+    read is neither answered nor decided (it would be audited without an answer)."""
+    async with running() as h:
+        raw = await h.exchange(post(check_body("/now/a"), extra=b"connection: close\r\n")
+                               + post(check_body("/now/b")) + post(check_body("/later")))
+        assert [b for _, _, b in responses(raw)] == [b"now:/now/a"]
+        assert h.now_calls == ["/now/a"] and h.calls == []
