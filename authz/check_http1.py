@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httptools  # type: ignore[import-untyped]
+import httptools
 from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf.message import DecodeError
 
@@ -319,7 +319,7 @@ class CheckHttp1Server:
         self.ready = ready
         self.connections: set[_Connection] = set()
         self.draining = False
-        self.loop = asyncio.get_event_loop_policy().get_event_loop()
+        self.loop: asyncio.AbstractEventLoop  # the running loop, set by start()
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.port = 0

@@ -90,16 +90,13 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
             return None
         response = self.responses.serialized(decision)
         self.started += 1
-        self.completed += 1
-        elapsed = time.perf_counter() - started
-        metrics.CHECK_DURATION.observe(elapsed)
-        if self.access:
-            _log_access(req, decision, elapsed)
+        self._completed(req, decision, started)
         return response
 
     async def answer(self, request: external_auth_pb2.CheckRequest, metadata: Any,
                      build: Callable[[Decision], _R]) -> _R:
-        """Translate, decide, build the answer; the one path of both transports."""
+        """Translate, decide, build the answer: every gRPC Check, and the HTTP/1.1 ones that
+        need I/O (or a span)."""
         started = time.perf_counter()
         self.inflight += 1
         self.started += 1
@@ -111,12 +108,15 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
             response = build(decision)
         finally:
             self.inflight -= 1
+        self._completed(req, decision, started)
+        return response
+
+    def _completed(self, req: HttpRequest, decision: Decision, started: float) -> None:
         self.completed += 1
         elapsed = time.perf_counter() - started
         metrics.CHECK_DURATION.observe(elapsed)
         if self.access:
             _log_access(req, decision, elapsed)
-        return response
 
 
 def _log_access(req: HttpRequest, decision: Decision, elapsed: float) -> None:
