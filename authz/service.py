@@ -97,9 +97,7 @@ class CheckService:
                 decision = judge(req, first, token, self.policy, self.clock(),
                                  self.compiled_limits)
         except Exception:
-            log.exception("check failed", extra={"request_id": req.request_id})
-            decision = deny(Reason.INTERNAL_ERROR, "authorization failed; try again",
-                            token_like=True)
+            decision = self._failed(req)
         return self._record(req, decision, secret)
 
     async def check(self, req: HttpRequest) -> Decision:
@@ -108,11 +106,14 @@ class CheckService:
         try:
             decision, secret = await self._decide(req)
         except Exception:
-            log.exception("check failed", extra={"request_id": req.request_id})
-            # Audited as a token call: whether it was one is unknown, and it must not vanish.
-            decision = deny(Reason.INTERNAL_ERROR, "authorization failed; try again",
-                            token_like=True)
+            decision = self._failed(req)
         return self._record(req, decision, secret)
+
+    @staticmethod
+    def _failed(req: HttpRequest) -> Decision:
+        log.exception("check failed", extra={"request_id": req.request_id})
+        # Audited as a token call: whether it was one is unknown, and it must not vanish.
+        return deny(Reason.INTERNAL_ERROR, "authorization failed; try again", token_like=True)
 
     def _record(self, req: HttpRequest, decision: Decision, secret: str | None) -> Decision:
         if decision.token_like:

@@ -98,3 +98,20 @@ def test_serve_runs_every_core_unless_told(monkeypatch: pytest.MonkeyPatch) -> N
         calls.clear()
         assert cli.main(argv) == 0
         assert calls == [expected], argv
+
+
+@pytest.mark.parametrize(("http1", "workers", "clash"), [
+    ("0.0.0.0:9291", 4, False),   # the defaults: 9191.. and 9291.. never meet below 100 workers
+    ("0.0.0.0:9192", 2, True),    # worker 1's gRPC port is worker 0's HTTP/1.1 port
+    ("0.0.0.0:9190", 1, True),    # the admin port
+    ("0.0.0.0:9089", 2, True),    # worker 1's HTTP/1.1 port is the metrics port
+    ("0.0.0.0:9189", 2, True),    # 9189..9190: worker 1 would take the admin port
+    ("0.0.0.0:9189", 1, False),   # one worker: 9189 alone is free
+])
+def test_http1_ports_clash_with_nothing(http1: str, workers: int, clash: bool) -> None:
+    cfg = load_config(environ={"JIRA_AUTHZ_LISTEN_CHECK_HTTP1": http1})
+    if clash:
+        with pytest.raises(ValueError, match="listen"):
+            check_no_port_clash(cfg, workers)
+    else:
+        check_no_port_clash(cfg, workers)
