@@ -228,6 +228,8 @@ class _Connection(asyncio.Protocol):
     # --- answering in order ----------------------------------------------------------------
 
     def _write_now(self, out: bytes, keep_alive: bool) -> None:
+        """Send one answer (its turn has come); close after it when the request or a drain
+        says so."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -252,15 +254,7 @@ class _Connection(asyncio.Protocol):
         out = await answer
         if previous is not None and not previous.done():
             await asyncio.wait((previous,))
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if keep_alive and self.server.draining:
-            out, keep_alive = _closing(out), False
-        transport.write(out)
-        if not keep_alive:
-            self.closing = True
-            transport.close()
+        self._write_now(out, keep_alive)
 
     def _answered(self, task: asyncio.Future[Any]) -> None:
         self.pending -= 1

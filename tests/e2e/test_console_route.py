@@ -10,12 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from envoy_http import stub_and_envoy
+from envoy_http import envoy_or_skip, stub_and_envoy
 
 from authz.stack import envoy_config
 from authz.stack.processes import (
-    StackError,
-    find_envoy,
     free_port,
 )
 
@@ -25,10 +23,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module", params=[envoy_config.SIDECAR, envoy_config.GATEWAY])
 def envoy_port(request: pytest.FixtureRequest,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    try:
-        envoy_bin = find_envoy()
-    except StackError as e:
-        pytest.skip(str(e))
+    envoy_bin = envoy_or_skip()
     work: Path = tmp_path_factory.mktemp("console-route")
     echo, port, admin = free_port(), free_port(), free_port()
     path = envoy_config.local_config(
