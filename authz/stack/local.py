@@ -34,7 +34,6 @@ from authz.stack.processes import (
     ensure_port_free,
     find_envoy,
     find_redis_server,
-    free_port,
     free_port_run,
     grpc_health_probe,
     http_ok_probe,
@@ -87,22 +86,30 @@ class LocalStack:
         self._env_overrides = dict(env_overrides or {})
         self._inherit_config_env = inherit_config_env
 
-        self.redis_port = free_port() if self._own_redis else 0
-        self.redis_url = redis_url or f"redis://{HOST}:{self.redis_port}/0"
         if workers < 1:
             raise StackError("workers must be >= 1")
         self.workers = workers
-        self.check_port = free_port_run(workers)
+        # Every port distinct: each is only "free a moment ago", and the kernel may hand the
+        # same one out twice (a check port once came out equal to Redis's).
+        taken: set[int] = {envoy_port} if envoy_port else set()
+
+        def pick(count: int = 1) -> int:
+            first = free_port_run(count, avoid=taken)
+            taken.update(range(first, first + count))
+            return first
+
+        self.redis_port = pick() if self._own_redis else 0
+        self.redis_url = redis_url or f"redis://{HOST}:{self.redis_port}/0"
+        self.check_port = pick(workers)
         """Worker 0's check port; worker i listens on check_port + i (``--workers``)."""
-        self.http1_port = free_port_run(workers, avoid=set(self.check_ports))
+        self.http1_port = pick(workers)
         """Worker 0's HTTP/1.1 Check port (the one Envoy's bridge calls); worker i: + i."""
-        taken = set(self.check_ports) | set(self.http1_ports)
-        self.admin_port = free_port_run(1, avoid=taken)
-        self.metrics_port = free_port_run(1, avoid=taken | {self.admin_port})
-        self.stub_port = free_port()
-        self.console_port = free_port()
-        self.envoy_port = envoy_port or free_port()
-        self.envoy_admin_port = free_port()
+        self.admin_port = pick()
+        self.metrics_port = pick()
+        self.stub_port = pick()
+        self.console_port = pick()
+        self.envoy_port = envoy_port or pick()
+        self.envoy_admin_port = pick()
 
         self.redis_log = self.workdir / "redis.log"
         self.authz_log = self.workdir / "authz.log"
